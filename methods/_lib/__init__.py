@@ -1,0 +1,1 @@
+"""Shared building blocks for method packages (not registered as methods)."""

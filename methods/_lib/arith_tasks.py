@@ -1,0 +1,179 @@
+"""Synthetic arithmetic tasks for length-generalization experiments.
+
+Everything is vectorized in torch and driven by an explicit ``torch.Generator`` (CPU), so
+data are identical across devices; move the resulting ``SeqBatch`` with ``.to(device)``.
+
+Token layout (decoder-only, one sequence per example)::
+
+    [BOS] a_{n-1} .. a_0 + b_{n-1} .. b_0 = s_0 s_1 .. s_n [EOS] [PAD]...
+
+Operands are written most-significant digit first and zero-padded to the common length
+``n = max(len(a), len(b))``; the sum is written reversed (least-significant digit first) and
+zero-padded to ``n + 1`` digits (the "reversed output + zero padding" format of Lee et al.,
+used by Position Coupling, Cho et al. 2024).
+
+Each batch carries, besides tokens and next-token targets, *structural* position IDs
+(``coupled_ids``): the task's notion of which tokens belong together. For addition, all digits
+of the same significance share an ID (2 + significance), ``+`` and ``=`` share ID 1 and BOS,
+EOS and PAD get 0; this is the coupling with starting offset 1. Position schemes in
+``seq_transformer`` turn these into the IDs a model sees (possibly with a random offset).
+New tasks (multi-operand addition, multiplication, copy, ...) only need to produce a
+``SeqBatch`` with their own ``coupled_ids``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+PAD, EOS, BOS = 0, 1, 1  # BOS doubles as EOS (as in the official code)
+DIGIT0 = 2  # digits 0..9 -> token ids 2..11
+PLUS, EQ = 12, 13
+VOCAB_SIZE = 14
+IGNORE = -100
+
+
+@dataclass
+class SeqBatch:
+    tokens: torch.Tensor  # [B, L] long
+    targets: torch.Tensor  # [B, L] long, next-token target or IGNORE
+    coupled_ids: torch.Tensor  # [B, L] long, task-structural position IDs (offset 1), 0 for BOS/EOS/PAD
+
+    def to(self, device: str | torch.device) -> "SeqBatch":
+        return SeqBatch(*(t.to(device, non_blocking=True) for t in (self.tokens, self.targets, self.coupled_ids)))
+
+    @property
+    def answer_mask(self) -> torch.Tensor:
+        return self.targets != IGNORE
+
+
+@dataclass
+class Operands:
+    """Two operands per example, digits least-significant first, zero beyond each operand's length."""
+
+    a: torch.Tensor  # [M, N] uint8
+    b: torch.Tensor  # [M, N] uint8
+    n: torch.Tensor  # [M] long, common (padded) operand length max(len a, len b)
+
+    def __len__(self) -> int:
+        return self.n.shape[0]
+
+    def select(self, idx: torch.Tensor) -> "Operands":
+        n = self.n[idx]
+        w = int(n.max())
+        return Operands(self.a[idx, :w], self.b[idx, :w], n)
+
+
+def _random_numbers(gen: torch.Generator, lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """Uniform random integers with the given digit counts (leading digit non-zero unless 1 digit)."""
+    m = lengths.shape[0]
+    digits = torch.randint(0, 10, (m, width), generator=gen)
+    lead = torch.randint(1, 10, (m,), generator=gen)
+    k = torch.arange(width).unsqueeze(0)
+    top = (lengths - 1).unsqueeze(1)
+    digits = torch.where((k == top) & (lengths.unsqueeze(1) > 1), lead.unsqueeze(1), digits)
+    digits = torch.where(k > top, torch.zeros_like(digits), digits)
+    return digits.to(torch.uint8)
+
+
+def sample_addition_operands(
+    gen: torch.Generator, m: int, min_digits: int, max_digits: int
+) -> Operands:
+    """``m`` problems; each operand's digit count is drawn independently and uniformly
+    from [min_digits, max_digits] (so a test set with min == max has both operands of that length)."""
+    la = torch.randint(min_digits, max_digits + 1, (m,), generator=gen)
+    lb = torch.randint(min_digits, max_digits + 1, (m,), generator=gen)
+    a = _random_numbers(gen, la, max_digits)
+    b = _random_numbers(gen, lb, max_digits)
+    return Operands(a, b, torch.maximum(la, lb))
+
+
+def encode_addition(ops: Operands) -> SeqBatch:
+    """Tokens, next-token targets (answer digits + EOS only) and coupled position IDs."""
+    n = ops.n.long()
+    bsz = n.shape[0]
+    w = int(n.max())
+    a = ops.a[:, :w].long()
+    b = ops.b[:, :w].long()
+    # sum digits, least significant first, n+1 of them (carry loop over columns)
+    s = torch.zeros(bsz, w + 1, dtype=torch.long)
+    carry = torch.zeros(bsz, dtype=torch.long)
+    for k in range(w):
+        t = a[:, k] + b[:, k] + carry
+        s[:, k] = t % 10
+        carry = t // 10
+    s[:, w] = carry
+    # a column beyond an example's own n holds zeros, and its carry is 0 there, so s[:, n] is correct
+
+    L = 3 * w + 5
+    j = torch.arange(L).unsqueeze(0)  # [1, L]
+    nn_ = n.unsqueeze(1)  # [B, 1]
+    in_a = (j >= 1) & (j <= nn_)
+    is_plus = j == nn_ + 1
+    in_b = (j >= nn_ + 2) & (j <= 2 * nn_ + 1)
+    is_eq = j == 2 * nn_ + 2
+    in_s = (j >= 2 * nn_ + 3) & (j <= 3 * nn_ + 3)
+    is_eos = j == 3 * nn_ + 4
+
+    ka = (nn_ - j).clamp(0, w - 1)
+    kb = (2 * nn_ + 1 - j).clamp(0, w - 1)
+    ks = (j - (2 * nn_ + 3)).clamp(0, w)
+    da = torch.gather(a, 1, ka)
+    db = torch.gather(b, 1, kb)
+    ds = torch.gather(s, 1, ks)
+
+    tokens = torch.full((bsz, L), PAD, dtype=torch.long)
+    tokens[:, 0] = BOS
+    tokens = torch.where(in_a, DIGIT0 + da, tokens)
+    tokens = torch.where(is_plus, torch.full_like(tokens, PLUS), tokens)
+    tokens = torch.where(in_b, DIGIT0 + db, tokens)
+    tokens = torch.where(is_eq, torch.full_like(tokens, EQ), tokens)
+    tokens = torch.where(in_s, DIGIT0 + ds, tokens)
+    tokens = torch.where(is_eos, torch.full_like(tokens, EOS), tokens)
+
+    # next-token targets: position j predicts token j+1 when j+1 is an answer digit or the final EOS
+    answer = in_s | is_eos
+    targets = torch.full_like(tokens, IGNORE)
+    targets[:, :-1] = torch.where(answer[:, 1:], tokens[:, 1:], torch.full_like(tokens[:, 1:], IGNORE))
+
+    coupled = torch.zeros_like(tokens)
+    coupled = torch.where(in_a, 2 + ka, coupled)
+    coupled = torch.where(in_b, 2 + kb, coupled)
+    coupled = torch.where(in_s, 2 + ks, coupled)
+    coupled = torch.where(is_plus | is_eq, torch.ones_like(coupled), coupled)
+    return SeqBatch(tokens, targets, coupled)
+
+
+def decode_tokens(tokens: torch.Tensor) -> str:
+    """Human-readable rendering of one token row (for debugging and sample dumps)."""
+    out = []
+    for t in tokens.tolist():
+        if t == PAD:
+            continue
+        out.append({EOS: "$", PLUS: "+", EQ: "="}.get(t, str(t - DIGIT0)))
+    return "".join(out)
+
+
+class AdditionTask:
+    """Two-operand integer addition, reversed output, zero padding."""
+
+    name = "addition"
+
+    @staticmethod
+    def max_coupled_id(n_digits: int) -> int:
+        return n_digits + 2  # start (1) + len(answer) (n + 1)
+
+    @staticmethod
+    def seq_len(n_digits: int) -> int:
+        return 3 * n_digits + 5
+
+    @staticmethod
+    def sample(gen: torch.Generator, m: int, min_digits: int, max_digits: int) -> Operands:
+        return sample_addition_operands(gen, m, min_digits, max_digits)
+
+    @staticmethod
+    def encode(ops: Operands) -> SeqBatch:
+        return encode_addition(ops)
+
+
+TASKS = {"addition": AdditionTask}

@@ -1,0 +1,231 @@
+"""Small decoder-only Transformer with pluggable position-ID schemes.
+
+Architecture follows the T5-style decoder-only model used by Position Coupling (Cho et al.,
+2024): token embedding plus an optional learned absolute position embedding looked up at
+*scheme-dependent* position IDs, causal multi-head attention without 1/sqrt(d) scaling
+(Mesh-TF initialization instead), gated-GELU feed-forward, RMSNorm applied before *and*
+after each residual sub-block ("pre_post"), a final RMSNorm, no biases, and an output layer
+tied to the token embedding (with the T5 d_model**-0.5 rescaling).
+
+Position schemes map a ``SeqBatch`` to position IDs (or ``None`` for NoPE):
+
+* ``absolute`` -- ordinary sequential IDs 0, 1, 2, ... (learned APE baseline).
+* ``coupled``  -- the task's structural IDs (``SeqBatch.coupled_ids``), shifted during
+  training by a random per-example offset so that every ID up to ``max_pos`` is trained.
+* ``nope``     -- no position embedding at all (causal mask only).
+
+Add a scheme by adding a function to ``SCHEMES`` and, if it needs an embedding table, a case
+in ``table_size``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ---------------------------------------------------------------------------- position schemes
+
+
+def _absolute(batch, *, train: bool, max_pos: int, gen: Optional[torch.Generator]) -> torch.Tensor:
+    bsz, L = batch.tokens.shape
+    return torch.arange(L, device=batch.tokens.device).unsqueeze(0).expand(bsz, L)
+
+
+def _coupled(batch, *, train: bool, max_pos: int, gen: Optional[torch.Generator]) -> torch.Tensor:
+    ids = batch.coupled_ids
+    top = int(ids.max())
+    if top > max_pos:
+        raise ValueError(f"coupled position id {top} exceeds max_pos={max_pos}; raise data.max_pos")
+    if not train:
+        return ids
+    # random starting offset per example: shift in [0, max_pos - max id of that example]
+    room = (max_pos - ids.max(dim=1).values).cpu()
+    shift = (torch.rand(room.shape, generator=gen) * (room + 1).float()).floor().long().clamp_max(room)
+    shift = shift.to(ids.device).unsqueeze(1)
+    return torch.where(ids > 0, ids + shift, ids)
+
+
+def _nope(batch, *, train: bool, max_pos: int, gen: Optional[torch.Generator]) -> None:
+    return None
+
+
+SCHEMES: dict[str, Callable[..., Optional[torch.Tensor]]] = {
+    "absolute": _absolute,
+    "coupled": _coupled,
+    "nope": _nope,
+}
+
+
+def position_ids(scheme: str, batch, *, train: bool, max_pos: int, gen: Optional[torch.Generator] = None):
+    return SCHEMES[scheme](batch, train=train, max_pos=max_pos, gen=gen)
+
+
+def table_size(scheme: str, *, max_pos: int, max_seq_len: int) -> int:
+    """Rows of the learned position table a scheme needs (0 = no table)."""
+    if scheme == "nope":
+        return 0
+    if scheme == "absolute":
+        return max_seq_len  # covers test lengths; rows beyond training lengths stay untrained
+    if scheme == "coupled":
+        return max_pos + 1
+    raise KeyError(scheme)
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rms = x.norm(2, dim=-1, keepdim=True) * x.shape[-1] ** -0.5
+        return self.scale * (x / (rms + self.eps))
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, d_kv: int):
+        super().__init__()
+        self.n_heads, self.d_kv = n_heads, d_kv
+        inner = n_heads * d_kv
+        self.q = nn.Linear(d_model, inner, bias=False)
+        self.k = nn.Linear(d_model, inner, bias=False)
+        self.v = nn.Linear(d_model, inner, bias=False)
+        self.o = nn.Linear(inner, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bsz, L, _ = x.shape
+        split = lambda t: t.view(bsz, L, self.n_heads, self.d_kv).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        # T5 convention: no 1/sqrt(d_kv) scaling (folded into the q initialization)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
+        return self.o(y.transpose(1, 2).reshape(bsz, L, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, act: str):
+        super().__init__()
+        self.gated = act.startswith("gated-")
+        base = act.removeprefix("gated-")
+        self.act = {"gelu": lambda t: F.gelu(t, approximate="tanh"), "relu": F.relu}[base]
+        self.wi_0 = nn.Linear(d_model, d_ff, bias=False)
+        self.wi_1 = nn.Linear(d_model, d_ff, bias=False) if self.gated else None
+        self.wo = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.wi_0(x))
+        if self.wi_1 is not None:
+            h = h * self.wi_1(x)
+        return self.wo(h)
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, d_kv: int, d_ff: int, act: str, norm_position: str):
+        super().__init__()
+        self.norm_position = norm_position
+        self.attn, self.ff = Attention(d_model, n_heads, d_kv), FeedForward(d_model, d_ff, act)
+        self.n1a, self.n1b = RMSNorm(d_model), RMSNorm(d_model)
+        self.n2a, self.n2b = RMSNorm(d_model), RMSNorm(d_model)
+
+    def _sub(self, x, f, pre, post):
+        if self.norm_position in ("pre", "pre_post"):
+            x = x + f(pre(x))
+        else:
+            x = x + f(x)
+        if self.norm_position in ("post", "pre_post"):
+            x = post(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._sub(x, self.attn, self.n1a, self.n1b)
+        return self._sub(x, self.ff, self.n2a, self.n2b)
+
+
+class DecoderOnlyTransformer(nn.Module):
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        n_positions: int,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        d_kv: int,
+        d_ff: int,
+        act: str = "gated-gelu",
+        norm_position: str = "pre_post",
+    ):
+        super().__init__()
+        self.d_model = d_model
+        self.tok = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.Embedding(n_positions, d_model) if n_positions > 0 else None
+        self.blocks = nn.ModuleList(
+            Block(d_model, n_heads, d_kv, d_ff, act, norm_position) for _ in range(n_layers)
+        )
+        self.final_norm = RMSNorm(d_model)
+
+    @torch.no_grad()
+    def init_weights(self, gen: torch.Generator) -> None:
+        """Mesh-TF / T5 initialization, drawn from ``gen`` on CPU then copied (device-independent)."""
+
+        def normal_(p: torch.Tensor, std: float) -> None:
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+        d = self.d_model
+        normal_(self.tok.weight, 1.0)
+        if self.pos is not None:
+            normal_(self.pos.weight, 1.0)
+        for blk in self.blocks:
+            a = blk.attn
+            normal_(a.q.weight, (d * a.d_kv) ** -0.5)
+            normal_(a.k.weight, d**-0.5)
+            normal_(a.v.weight, d**-0.5)
+            normal_(a.o.weight, (a.n_heads * a.d_kv) ** -0.5)
+            f = blk.ff
+            normal_(f.wi_0.weight, d**-0.5)
+            if f.wi_1 is not None:
+                normal_(f.wi_1.weight, d**-0.5)
+            normal_(f.wo.weight, f.wo.weight.shape[1] ** -0.5)
+
+    def forward(self, tokens: torch.Tensor, pos_ids: Optional[torch.Tensor]) -> torch.Tensor:
+        x = self.tok(tokens)
+        if self.pos is not None:
+            if pos_ids is None:
+                raise ValueError("this model has a position table but got no position ids")
+            x = x + self.pos(pos_ids)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.final_norm(x) * self.d_model**-0.5
+        return x @ self.tok.weight.t()  # tied output layer
+
+
+# ---------------------------------------------------------------------------- training helpers
+
+
+def cosine_with_warmup(step: int, *, total: int, warmup_frac: float, min_lr_ratio: float) -> float:
+    """LR multiplier: linear warm-up, then cosine decay to ``min_lr_ratio`` (official 'custom_cosine')."""
+    warm = int(round(warmup_frac * total))
+    if step < warm:
+        return step / max(1, warm)
+    progress = (step - warm) / max(1, total - warm)
+    f = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return max(min_lr_ratio, min_lr_ratio + (1.0 - min_lr_ratio) * f)
+
+
+@torch.no_grad()
+def answer_accuracy(logits: torch.Tensor, targets: torch.Tensor, ignore: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example exact match and token accuracy over the target (answer) positions.
+
+    With teacher forcing, "every answer token is the argmax" is equivalent to greedy decoding
+    reproducing the whole answer, so this equals greedy exact-match accuracy.
+    """
+    mask = targets != ignore
+    correct = (logits.argmax(-1) == targets) & mask
+    exact = (correct | ~mask).all(dim=1)
+    tok = correct.sum(1).float() / mask.sum(1).clamp_min(1).float()
+    return exact, tok

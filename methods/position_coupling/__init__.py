@@ -1,0 +1,91 @@
+"""Position Coupling (Cho et al., NeurIPS 2024, arXiv:2405.20671).
+
+Digits of equal significance in the operands and the answer share one learned absolute
+position ID (with a random starting offset during training). One ``run`` trains one model
+per position scheme listed in ``model.schemes`` on identical data and reports exact-match
+accuracy per test length, prefixed by scheme (``coupled_acc_len10``, ``absolute_acc_len10``...).
+
+Defaults are the paper's addition setup (official scripts/addition/run_coupling.sh, first
+commit): 1-layer 4-head decoder-only T5-style model, train on 1-30 digit operands,
+max_pos 202, AdamW lr 1e-4, batch 1000, 50k steps.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from registry.methods import MethodConfig, Strict, register
+
+Scheme = Literal["coupled", "absolute", "nope"]
+
+
+class Data(Strict):
+    task: Literal["addition"] = "addition"
+    train_min_digits: int = Field(1, ge=1)
+    train_max_digits: int = Field(30, ge=1)
+    # fixed training set size (sampled once per data seed, shuffled per epoch); None = fresh samples every step
+    train_size: Optional[int] = Field(1_000_000, ge=1)
+    # operand lengths evaluated (both operands have exactly this many digits)
+    test_lengths: list[int] = [1, 5, 10, 20, 30, 40, 50, 75, 100, 125, 150, 175, 200]
+    # largest coupled position ID; needs max_pos >= max(test_lengths) + 2
+    max_pos: int = Field(202, ge=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Data":
+        if self.train_min_digits > self.train_max_digits:
+            raise ValueError("train_min_digits > train_max_digits")
+        if not self.test_lengths or min(self.test_lengths) < 1:
+            raise ValueError("test_lengths must be non-empty positive integers")
+        need = max(max(self.test_lengths), self.train_max_digits) + 2
+        if self.max_pos < need:
+            raise ValueError(f"max_pos={self.max_pos} too small: coupled IDs reach {need}")
+        return self
+
+
+class Model(Strict):
+    schemes: list[Scheme] = ["coupled", "absolute"]
+    n_layers: int = Field(1, ge=1)
+    n_heads: int = Field(4, ge=1)
+    d_model: int = Field(1024, ge=1)
+    d_kv: int = Field(128, ge=1)
+    d_ff: int = Field(2048, ge=1)
+    act: Literal["gated-gelu", "gelu", "gated-relu", "relu"] = "gated-gelu"
+    norm_position: Literal["pre", "post", "pre_post"] = "pre_post"
+
+    @model_validator(mode="after")
+    def _check(self) -> "Model":
+        if not self.schemes or len(set(self.schemes)) != len(self.schemes):
+            raise ValueError("schemes must be a non-empty list without duplicates")
+        return self
+
+
+class Train(Strict):
+    steps: int = Field(50_000, ge=1)
+    batch_size: int = Field(1000, ge=1)
+    optimizer: Literal["adamw"] = "adamw"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    warmup_frac: float = Field(0.01, ge=0, lt=1)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    grad_clip: Optional[float] = Field(1.0, gt=0)
+    log_every: int = Field(100, ge=1)
+    eval_every: int = Field(0, ge=0)  # 0: evaluate only at the end
+    eval_samples: int = Field(10_000, ge=1)  # per test length, final evaluation
+    eval_samples_curve: int = Field(1000, ge=1)  # per test length, intermediate evaluations
+    eval_batch_size: int = Field(500, ge=1)
+
+
+class Config(MethodConfig):
+    data: Data = Data()
+    model: Model = Model()
+    train: Train = Train()
+
+
+@register("position-coupling", config=Config)
+def run(cfg: Config, ctx) -> dict[str, float]:
+    from .train import run_all  # torch is imported lazily
+
+    return run_all(cfg, ctx)

@@ -1,0 +1,151 @@
+"""Training/evaluation loop for Position Coupling (imported lazily by ``run``)."""
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+from methods._lib import arith_tasks as tasks
+from methods._lib import seq_transformer as st
+
+
+def _gen(seed: int) -> torch.Generator:
+    g = torch.Generator()  # CPU generator: identical streams on every device
+    g.manual_seed(seed)
+    return g
+
+
+class _TrainStream:
+    """Training batches: fixed pool shuffled per epoch (train_size) or fresh samples every step."""
+
+    def __init__(self, task, data_cfg, batch_size: int, gen: torch.Generator):
+        self.task, self.cfg, self.bs, self.gen = task, data_cfg, batch_size, gen
+        self.pool = None
+        if data_cfg.train_size is not None:
+            self.pool = task.sample(gen, data_cfg.train_size, data_cfg.train_min_digits, data_cfg.train_max_digits)
+            self.perm, self.ptr = torch.randperm(len(self.pool), generator=gen), 0
+
+    def next(self) -> "tasks.SeqBatch":
+        if self.pool is None:
+            ops = self.task.sample(self.gen, self.bs, self.cfg.train_min_digits, self.cfg.train_max_digits)
+            return self.task.encode(ops)
+        idx = []
+        need = self.bs
+        while need > 0:
+            if self.ptr >= len(self.perm):
+                self.perm, self.ptr = torch.randperm(len(self.pool), generator=self.gen), 0
+            take = self.perm[self.ptr : self.ptr + need]
+            self.ptr += take.numel()
+            need -= take.numel()
+            idx.append(take)
+        return self.task.encode(self.pool.select(torch.cat(idx)))
+
+
+def _eval_sets(task, lengths, n: int, seed: int) -> dict[int, "tasks.Operands"]:
+    """Test operands per length, drawn from the shared eval seed (independent of the run seed)."""
+    return {L: task.sample(_gen(seed * 1000 + L), n, L, L) for L in lengths}
+
+
+@torch.no_grad()
+def _evaluate(model, scheme, task, sets, n: int, cfg, device) -> dict[str, float]:
+    model.eval()
+    out = {}
+    for L, ops in sets.items():
+        exact_sum, tok_sum, m = 0.0, 0.0, min(n, len(ops))
+        for i in range(0, m, cfg.train.eval_batch_size):
+            idx = torch.arange(i, min(m, i + cfg.train.eval_batch_size))
+            batch = task.encode(ops.select(idx)).to(device)
+            pos = st.position_ids(scheme, batch, train=False, max_pos=cfg.data.max_pos)
+            logits = model(batch.tokens, pos)
+            exact, tok = st.answer_accuracy(logits, batch.targets)
+            exact_sum += exact.float().sum().item()
+            tok_sum += tok.sum().item()
+        out[f"acc_len{L}"] = exact_sum / m
+        out[f"tokacc_len{L}"] = tok_sum / m
+    model.train()
+    return out
+
+
+def _train_one(scheme: str, cfg, ctx, task, eval_sets) -> dict[str, float]:
+    d, mc, tc = cfg.data, cfg.model, cfg.train
+    device = torch.device(ctx.device)
+    max_len = max(max(d.test_lengths), d.train_max_digits)
+    model = st.DecoderOnlyTransformer(
+        vocab_size=tasks.VOCAB_SIZE,
+        n_positions=st.table_size(scheme, max_pos=d.max_pos, max_seq_len=task.seq_len(max_len)),
+        d_model=mc.d_model,
+        n_layers=mc.n_layers,
+        n_heads=mc.n_heads,
+        d_kv=mc.d_kv,
+        d_ff=mc.d_ff,
+        act=mc.act,
+        norm_position=mc.norm_position,
+    )
+    model.init_weights(_gen(ctx.seed_for("init")))  # same init stream for every scheme
+    model.to(device)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: st.cosine_with_warmup(s, total=tc.steps, warmup_frac=tc.warmup_frac, min_lr_ratio=tc.min_lr_ratio),
+    )
+    # identical training data for every scheme; position offsets come from their own stream
+    stream = _TrainStream(task, d, tc.batch_size, _gen(ctx.seed_for("train-data")))
+    pos_gen = _gen(ctx.seed_for("train-positions"))
+    curve_sets = {L: s for L, s in eval_sets.items()}
+
+    t0 = time.perf_counter()
+    loss_acc, n_acc = 0.0, 0
+    with ctx.progress(total=tc.steps, desc=scheme) as bar:
+        for step in range(1, tc.steps + 1):
+            batch = stream.next()
+            pos = st.position_ids(scheme, batch, train=True, max_pos=d.max_pos, gen=pos_gen)
+            batch = batch.to(device)
+            if pos is not None:
+                pos = pos.to(device)
+            logits = model(batch.tokens, pos)
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().view(-1, logits.shape[-1]), batch.targets.view(-1), ignore_index=tasks.IGNORE
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            sched.step()
+            lv = loss.item()
+            if lv != lv:  # NaN
+                raise FloatingPointError(f"{scheme}: loss became NaN at step {step}")
+            loss_acc, n_acc = loss_acc + lv, n_acc + 1
+            bar.update(1, loss=lv)
+            if step % tc.log_every == 0 or step == tc.steps:
+                ctx.log(step, **{f"{scheme}_train_loss": loss_acc / n_acc, f"{scheme}_lr": sched.get_last_lr()[0]})
+                loss_acc, n_acc = 0.0, 0
+            if tc.eval_every and step % tc.eval_every == 0 and step != tc.steps:
+                m = _evaluate(model, scheme, task, curve_sets, tc.eval_samples_curve, cfg, device)
+                ctx.log(step, **{f"{scheme}_{k}": v for k, v in m.items() if k.startswith("acc_")})
+    train_s = time.perf_counter() - t0
+
+    final = _evaluate(model, scheme, task, eval_sets, tc.eval_samples, cfg, device)
+    ctx.log(tc.steps, **{f"{scheme}_{k}": v for k, v in final.items() if k.startswith("acc_")})
+    final["final_train_loss"] = lv
+    final["train_seconds"] = train_s
+    return {f"{scheme}_{k}": v for k, v in final.items()}
+
+
+def run_all(cfg, ctx) -> dict[str, float]:
+    task = tasks.TASKS[cfg.data.task]
+    eval_sets = _eval_sets(task, cfg.data.test_lengths, cfg.train.eval_samples, ctx.seed_for("eval"))
+    metrics: dict[str, float] = {}
+    for scheme in cfg.model.schemes:
+        metrics.update(_train_one(scheme, cfg, ctx, task, eval_sets))
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    # a few decoded examples of the longest test length, for eyeballing the format
+    longest = max(cfg.data.test_lengths)
+    sample = task.encode(eval_sets[longest].select(torch.arange(min(3, cfg.train.eval_samples))))
+    (ctx.out_dir / "samples.json").write_text(
+        json.dumps({"examples": [tasks.decode_tokens(r) for r in sample.tokens], "metrics": metrics}, indent=1)
+    )
+    return metrics

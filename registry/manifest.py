@@ -1,0 +1,386 @@
+"""Load, check and resolve manifests, reporting every problem with file, line and field.
+
+Loading never executes anything from the file: YAML is composed with ``yaml.SafeLoader``
+(no Python tags), duplicate keys are refused, and the result is validated by the
+pydantic models in :mod:`registry.schema`. All problems in a file are collected, not
+just the first one.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+from pydantic import ValidationError
+
+from . import schema
+from .schema import REQUIRED_PROFILES, Manifest
+
+Loc = tuple[Any, ...]
+
+try:  # the C loader is ~10x faster; fall back to pure Python where libyaml is missing
+    _Loader = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover
+    _Loader = yaml.SafeLoader
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class ManifestError(Exception):
+    """One or more problems in one or more manifests."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def format_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+# --------------------------------------------------------------------------- YAML with positions
+
+
+@dataclass
+class Document:
+    path: Path
+    data: Any
+    node: yaml.Node | None
+
+    def line_of(self, loc: Loc) -> int | None:
+        """1-based line of the deepest node that exists along ``loc``."""
+        node = self.node
+        if node is None:
+            return None
+        line = node.start_mark.line + 1
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                for key_node, value_node in node.value:
+                    if key_node.value == str(part):
+                        line = key_node.start_mark.line + 1
+                        node = value_node
+                        break
+                else:
+                    return line
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                return line
+        return line
+
+    def has(self, loc: Loc) -> bool:
+        cur = self.data
+        for part in loc:
+            if isinstance(cur, dict) and part in cur:
+                cur = cur[part]
+            elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+                cur = cur[part]
+            else:
+                return False
+        return True
+
+
+def _duplicate_keys(node: yaml.Node, path: Loc, out: list[tuple[Loc, int, str]]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                out.append((path + (key,), key_node.start_mark.line + 1, f"duplicate key {key!r}"))
+            seen.add(key)
+            _duplicate_keys(value_node, path + (key,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, child in enumerate(node.value):
+            _duplicate_keys(child, path + (i,), out)
+
+
+def read_yaml(path: Path, display: str) -> tuple[Document | None, list[Problem]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(display, None, "", f"cannot read file: {exc}")]
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        msg = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        return None, [Problem(display, line, "", f"invalid YAML: {msg}")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(display, None, "", f"invalid YAML: {exc}")]
+    finally:
+        loader.dispose()
+    doc = Document(path=path, data=data, node=node)
+    dups: list[tuple[Loc, int, str]] = []
+    if node is not None:
+        _duplicate_keys(node, (), dups)
+    problems = [Problem(display, line, format_loc(loc), msg) for loc, line, msg in dups]
+    if not isinstance(data, dict):
+        problems.append(Problem(display, doc.line_of(()), "", "a manifest must be a YAML mapping (key: value pairs)"))
+    return doc, problems
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _pydantic_problems(exc: ValidationError, doc: Document, display: str, prefix: Loc = ()) -> list[Problem]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (not in the schema)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in err and err["type"] not in ("model_type", "dict_type") and not isinstance(err["input"], (dict, list)):
+            msg = f"{msg} (got {err['input']!r})"
+        out.append(Problem(display, doc.line_of(loc), format_loc(loc), msg))
+    return out
+
+
+def _semantic_problems(m: Manifest) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    for i, c in enumerate(m.claims):
+        at = ("claims", i)
+        if c.kind == "paper" and c.target is not None:
+            out.append((at + ("target",), "a 'paper' claim is checked against reported.value (the paper's number); "
+                        "do not set 'target' (state a separate 'scaled' claim instead)"))
+        if c.kind != "paper" and c.rationale is None:
+            out.append((at + ("rationale",), f"a '{c.kind}' claim needs a 'rationale' for its threshold"))
+        checkable = c.metric is not None or c.compare is not None or bool(c.profiles)
+        if not checkable:
+            continue
+        for f in ("metric", "compare", "tolerance"):
+            if getattr(c, f) is None:
+                out.append((at + (f,), "required for a checked claim"))
+        if c.kind == "paper" and (c.reported is None or c.reported.value is None):
+            out.append((at + ("reported",), "a checked 'paper' claim needs reported.value (the paper's number)"))
+        if c.kind != "paper" and c.target is None:
+            out.append((at + ("target",), f"a checked '{c.kind}' claim needs 'target'"))
+        if not c.profiles:
+            out.append((at + ("profiles",), "a checked claim needs the profiles it is checked at"))
+
+    ids = [c.id for c in m.claims]
+    for i, cid in enumerate(ids):
+        if cid in ids[:i]:
+            out.append((("claims", i, "id"), f"duplicate claim id {cid!r}"))
+
+    if m.status == "catalogued":
+        if not m.status_reason:
+            out.append((("status_reason",), "a catalogued paper needs 'status_reason' (why it is not implemented)"))
+        for i, c in enumerate(m.claims):
+            if c.checked:
+                out.append((("claims", i, "metric"), "a catalogued paper has no method to produce metrics; "
+                            "drop the check or implement the paper"))
+        return out
+
+    if m.method is None:
+        out.append((("method",), "an implemented paper needs 'method' (a key in the method registry)"))
+    if m.train is None:
+        out.append((("train",), "an implemented paper needs a 'train' section (at least 'seeds')"))
+    for p in REQUIRED_PROFILES:
+        if p not in m.profiles:
+            out.append((("profiles",), f"missing profile {p!r} (every implemented paper has smoke, cpu and paper)"))
+    names = [x.name for x in m.metrics]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            out.append((("metrics", i, "name"), f"duplicate metric {n!r}"))
+    for i, c in enumerate(m.claims):
+        for f in ("metric", "baseline"):
+            v = getattr(c, f)
+            if v is not None and v not in names:
+                out.append((("claims", i, f), f"metric {v!r} is not declared in 'metrics'"))
+        for j, p in enumerate(c.profiles):
+            if p not in m.profiles:
+                out.append((("claims", i, "profiles", j), f"profile {p!r} is not defined in 'profiles'"))
+    if not any(c.checked for c in m.claims):
+        out.append((("claims",), "an implemented paper needs at least one checked claim"))
+    return out
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A manifest at one profile: the method config sections, seeds and device."""
+
+    manifest: Manifest
+    profile: str
+    data: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
+    seeds: list[int]
+    device: str
+
+    def method_sections(self) -> dict[str, dict[str, Any]]:
+        return {"data": self.data, "model": self.model, "train": self.train}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"profile": self.profile, "seeds": self.seeds, "device": self.device, **self.method_sections()}
+
+
+def resolve(m: Manifest, profile: str) -> Resolved:
+    if profile not in m.profiles:
+        known = ", ".join(m.profiles) or "(none)"
+        raise KeyError(f"{m.id}: no profile {profile!r}; defined: {known}")
+    if m.train is None:
+        raise KeyError(f"{m.id}: no 'train' section")
+    p = m.profiles[profile]
+    train = deep_merge(m.train.params() | {"seeds": m.train.seeds}, p.train)
+    seeds = list(train.pop("seeds"))
+    return Resolved(
+        manifest=m,
+        profile=profile,
+        data=deep_merge(m.data.params(), p.data),
+        model=deep_merge(m.model.params(), p.model),
+        train=train,
+        seeds=seeds,
+        device=p.device or m.hardware.device,
+    )
+
+
+def _method_problems(m: Manifest, doc: Document, display: str) -> list[Problem]:
+    from . import methods
+
+    try:
+        method = methods.get(m.method)  # type: ignore[arg-type]
+    except methods.UnknownMethodError as exc:
+        return [Problem(display, doc.line_of(("method",)), "method", str(exc))]
+    out: list[Problem] = []
+    for name in m.profiles:
+        try:
+            r = resolve(m, name)
+        except KeyError:
+            continue
+        for key in ("seeds",):
+            v = doc.data.get("profiles", {}).get(name, {}).get("train", {}).get(key)
+            if v is not None and (not isinstance(v, list) or not v or not all(isinstance(s, int) and s >= 0 for s in v)):
+                out.append(Problem(display, doc.line_of(("profiles", name, "train", key)),
+                                   f"profiles.{name}.train.{key}", "must be a non-empty list of non-negative integers"))
+        try:
+            method.config.model_validate(r.method_sections())
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                loc = tuple(err["loc"])
+                # Point at the override when the profile sets this field, else at the base section.
+                candidates = [("profiles", name) + loc, loc, ("profiles", name) + loc[:1], loc[:1]]
+                where = next((c for c in candidates if doc.has(c)), loc)
+                msg = "unknown parameter for method " + repr(m.method) if err["type"] == "extra_forbidden" else err["msg"]
+                if err["type"] == "missing":
+                    msg = f"required by method {m.method!r} but not given"
+                elif "input" in err and not isinstance(err["input"], (dict, list)) and err["type"] != "extra_forbidden":
+                    msg = f"{msg} (got {err['input']!r})"
+                out.append(Problem(display, doc.line_of(where), format_loc(where),
+                                   f"{msg} [profile {name}]"))
+    # one message per (field, text), not one per profile that inherits the same base value
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for p in out:
+        key = (p.field, p.message.rsplit(" [profile", 1)[0])
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def display_path(path: Path, root: Path | None = None) -> str:
+    try:
+        return str(path.resolve().relative_to((root or Path.cwd()).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def check_file(path: Path, *, with_methods: bool = True, root: Path | None = None) -> tuple[Manifest | None, list[Problem]]:
+    """Validate one manifest file; return the model (if it parsed) and every problem found."""
+    display = display_path(path, root)
+    doc, problems = read_yaml(path, display)
+    if doc is None or not isinstance(doc.data, dict):
+        return None, problems
+    try:
+        m = Manifest.model_validate(doc.data)
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, doc, display)
+        m = None
+    if m is None:
+        return None, problems
+    if path.suffix in (".yaml", ".yml") and path.stem != m.id:
+        problems.append(Problem(display, doc.line_of(("id",)), "id",
+                                f"id {m.id!r} must match the file name ({path.stem!r})"))
+    problems += [Problem(display, doc.line_of(loc), format_loc(loc), msg) for loc, msg in _semantic_problems(m)]
+    if with_methods and m.status == "implemented" and m.method is not None and not problems:
+        problems += _method_problems(m, doc, display)
+    return (m if not problems else None), problems
+
+
+def manifest_files(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "manifests").glob("*.yaml") if not p.name.startswith("_"))
+
+
+def load(path: Path, **kw: Any) -> Manifest:
+    m, problems = check_file(path, **kw)
+    if problems or m is None:
+        raise ManifestError(problems)
+    return m
+
+
+def load_all(root: Path, *, with_methods: bool = True) -> tuple[dict[str, Manifest], list[Problem]]:
+    manifests: dict[str, Manifest] = {}
+    problems: list[Problem] = []
+    for path in manifest_files(root):
+        m, probs = check_file(path, with_methods=with_methods, root=root)
+        problems += probs
+        if m is not None:
+            manifests[m.id] = m
+    return manifests, problems
+
+
+def find(root: Path, paper_id: str) -> Path:
+    path = root / "manifests" / f"{paper_id}.yaml"
+    if not path.exists():
+        import difflib
+
+        known = [p.stem for p in manifest_files(root)]
+        close = difflib.get_close_matches(paper_id, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ManifestError([Problem(f"manifests/{paper_id}.yaml", None, "", f"no such paper {paper_id!r}.{hint}")])
+    return path
+
+
+def content_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def iter_checked_claims(m: Manifest, profile: str) -> Iterable[schema.Claim]:
+    return (c for c in m.claims if c.checked and profile in c.profiles)

@@ -1,0 +1,113 @@
+"""Method registry: paper id -> training entry point and its typed config.
+
+Method packages live under ``methods/`` and register themselves on import::
+
+    @register("position-coupling", config=Config)
+    def run(cfg: Config, ctx: RunContext) -> dict[str, float]: ...
+
+Importing a method package must stay cheap (no torch, no mlflow): the heavy
+imports belong inside ``run`` so that ``registry validate`` can check configs
+against the typed ``Config`` without loading a deep-learning framework.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Strict(BaseModel):
+    """Base for every typed config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MethodConfig(Strict):
+    """A method's config has exactly three sections, mirroring the manifest."""
+
+    data: Strict
+    model: Strict
+    train: Strict
+
+
+RunFn = Callable[[Any, Any], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class Method:
+    key: str
+    run: RunFn
+    config: type[MethodConfig]
+    module: str
+
+    @property
+    def source_dir(self) -> Path:
+        """Directory (package) or file holding the method's code, for DVC deps and run identity."""
+        mod = importlib.import_module(self.module)
+        path = Path(mod.__file__)
+        return path.parent if path.name == "__init__.py" else path
+
+
+class UnknownMethodError(KeyError):
+    def __init__(self, key: str, known: list[str]):
+        self.key = key
+        self.known = known
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        avail = ", ".join(known) if known else "(none)"
+        super().__init__(f"unknown method {key!r}.{hint} Available: {avail}")
+
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return self.args[0]
+
+
+_REGISTRY: dict[str, Method] = {}
+_DISCOVERED = False
+
+
+def register(key: str, *, config: type[MethodConfig]) -> Callable[[RunFn], RunFn]:
+    """Register ``fn`` as the entry point of method ``key``; double registration is an error."""
+
+    if not isinstance(config, type) or not issubclass(config, MethodConfig):
+        raise TypeError(f"method {key!r}: config must subclass registry.methods.MethodConfig")
+
+    def deco(fn: RunFn) -> RunFn:
+        existing = _REGISTRY.get(key)
+        if existing is not None and existing.module != fn.__module__:
+            raise ValueError(
+                f"method {key!r} registered twice: by {existing.module} and {fn.__module__}"
+            )
+        _REGISTRY[key] = Method(key=key, run=fn, config=config, module=fn.__module__)
+        return fn
+
+    return deco
+
+
+def discover() -> dict[str, Method]:
+    """Import every module/package under ``methods/`` once so they register."""
+    global _DISCOVERED
+    if not _DISCOVERED:
+        import methods
+
+        for info in pkgutil.iter_modules(methods.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"methods.{info.name}")
+        _DISCOVERED = True
+    return _REGISTRY
+
+
+def get(key: str) -> Method:
+    registry = discover()
+    try:
+        return registry[key]
+    except KeyError:
+        raise UnknownMethodError(key, sorted(registry)) from None
+
+
+def all_methods() -> dict[str, Method]:
+    return dict(discover())

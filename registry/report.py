@@ -1,0 +1,76 @@
+"""One table over every paper: status, claims and the latest verdict per profile."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from .schema import Manifest
+
+PROFILES = ("smoke", "cpu", "paper")
+
+
+def latest_verifications(root: Path, paper: str) -> dict[str, dict[str, Any]]:
+    out = {}
+    base = root / "results" / paper
+    if base.is_dir():
+        for vfile in sorted(base.glob("*/verification.json")):
+            try:
+                out[vfile.parent.name] = json.loads(vfile.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def verdict_cell(v: Mapping[str, Any] | None) -> str:
+    if v is None:
+        return "-"
+    if v["verdict"] == "no-claims":
+        return "ran"
+    return f"{v['verdict']} {v['passed']}/{v['total']}"
+
+
+def rows(root: Path, manifests: Mapping[str, Manifest]) -> list[dict[str, Any]]:
+    out = []
+    for pid in sorted(manifests):
+        m = manifests[pid]
+        ver = latest_verifications(root, pid)
+        out.append({
+            "id": pid, "title": m.paper.title, "year": m.paper.year, "tier": m.paper.tier or "-",
+            "status": m.status, "claims": len(m.claims), "checked": sum(c.checked for c in m.claims),
+            "unconfirmed": sum(1 for c in m.claims if c.reported and c.reported.unconfirmed),
+            "verdicts": {p: verdict_cell(ver.get(p)) for p in PROFILES},
+        })
+    return out
+
+
+def markdown(table: list[dict[str, Any]]) -> str:
+    impl = sum(r["status"] == "implemented" for r in table)
+    lines = [
+        "# Reproduction report", "",
+        f"{len(table)} papers, {impl} implemented, {len(table) - impl} catalogued.", "",
+        "| paper | year | tier | status | claims (checked) | " + " | ".join(PROFILES) + " |",
+        "|---|---|---|---|---|" + "---|" * len(PROFILES),
+    ]
+    for r in table:
+        title = r["title"].replace("|", "\\|")
+        lines.append(f"| **{r['id']}**<br>{title} | {r['year']} | {r['tier']} | {r['status']} | "
+                     f"{r['claims']} ({r['checked']}) | " + " | ".join(r["verdicts"][p] for p in PROFILES) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def html_page(table: list[dict[str, Any]]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in ["paper", "title", "year", "tier", "status", "claims (checked)", *PROFILES])
+    body = []
+    for r in table:
+        cells = [r["id"], r["title"], r["year"], r["tier"], r["status"], f"{r['claims']} ({r['checked']})",
+                 *(r["verdicts"][p] for p in PROFILES)]
+        tds = "".join(
+            f"<td class='{'pass' if str(c).startswith('pass') else 'fail' if str(c).startswith('fail') else ''}'>"
+            f"{html.escape(str(c))}</td>" for c in cells)
+        body.append(f"<tr>{tds}</tr>")
+    return ("<!doctype html><meta charset='utf-8'><title>Reproduction report</title>"
+            "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+            "padding:3px 6px;font-size:13px}.pass{background:#d4f7d4}.fail{background:#f7d4d4}</style>"
+            f"<h1>Reproduction report</h1><table><tr>{head}</tr>{''.join(body)}</table>\n")

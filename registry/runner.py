@@ -1,0 +1,314 @@
+"""Train a paper at a profile: seed everything, pick the device, run every seed, write results atomically.
+
+Layout of ``results/<paper>/<profile>/``::
+
+    run/                 written whole or not at all (a temporary directory renamed into place)
+      metrics.json       per-seed final metrics, timings, resolved config, run identity
+      curves.csv         seed,step,metric,value
+      curves.png         one panel per curve metric, one line per seed
+      environment.json   git SHA, packages, torch/CUDA, device, manifest hash
+      manifest.yaml      the manifest exactly as it was run
+    verification.json    written by ``registry verify``
+    verification.md
+    tracking.json        MLflow bookkeeping (which run holds these results)
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import methods
+from .context import RunContext
+from .manifest import Resolved, content_hash, resolve
+from .schema import Manifest
+
+PACKAGES = ("torch", "numpy", "pydantic", "pyyaml", "click", "mlflow", "dvc", "scikit-learn", "mnist1d")
+
+
+class RunError(Exception):
+    """A run could not start or a method misbehaved (exit code 1, message without traceback)."""
+
+
+def results_dir(root: Path, paper: str, profile: str) -> Path:
+    return root / "results" / paper / profile
+
+
+def run_dir(root: Path, paper: str, profile: str) -> Path:
+    return results_dir(root, paper, profile) / "run"
+
+
+# --------------------------------------------------------------------------- identity and environment
+
+
+def code_hash(method: methods.Method) -> str:
+    """Hash of the method's own code and the shared method library it may use."""
+    h = hashlib.sha256()
+    src = method.source_dir
+    files = sorted(src.rglob("*.py")) if src.is_dir() else [src]
+    lib = Path(methods.__file__).resolve().parent.parent / "methods" / "_lib"
+    if lib.is_dir():
+        files += sorted(lib.rglob("*.py"))
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def run_identity(resolved: Resolved, method: methods.Method) -> str:
+    """Content identity of a run: resolved config, seeds, device request and method code."""
+    return content_hash({"paper": resolved.manifest.id, "method": method.key, "config": resolved.as_dict(),
+                         "code": code_hash(method)})
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment(root: Path, device: str, manifest_path: Path) -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    status = _git(root, "status", "--porcelain")
+    env: dict[str, Any] = {
+        "git_sha": _git(root, "rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "packages": versions,
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else (platform.processor() or platform.machine()),
+        "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
+    }
+    return env
+
+
+# --------------------------------------------------------------------------- seeding and device
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "cpu":
+        return "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise RunError("this run asks for device 'cuda' but no CUDA device is available "
+                           "(use --device cpu or set hardware.device: auto)")
+        return "cuda"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def seed_everything(seed: int, device: str) -> None:
+    import torch
+
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+    torch.manual_seed(seed)
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True)
+    else:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = False
+        torch.cuda.manual_seed_all(seed)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+def write_curves_csv(path: Path, curves: list[tuple[int, int, str, float]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["seed", "step", "metric", "value"])
+        w.writerows(curves)
+
+
+def read_curves_csv(path: Path) -> list[tuple[int, int, str, float]]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        r = csv.reader(f)
+        next(r, None)
+        return [(int(s), int(st), m, float(v)) for s, st, m, v in r]
+
+
+def plot_curves(path: Path, curves: list[tuple[int, int, str, float]], title: str) -> bool:
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({c[2] for c in curves})
+    cols = min(3, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for seed in sorted({c[0] for c in curves}):
+            pts = [(c[1], c[3]) for c in curves if c[2] == name and c[0] == seed]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"seed {seed}", lw=1.2)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        vals = [c[3] for c in curves if c[2] == name]
+        if "loss" in name and vals and min(vals) > 0 and max(vals) / min(vals) > 100:
+            ax.set_yscale("log")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` to ``final``; an existing ``final`` is swapped out first and deleted only afterwards."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if old is not None:
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_dir: Path
+    record: dict[str, Any]
+
+
+def _check_metrics(key: str, seed: int, metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise RunError(f"method {key!r} returned {type(metrics).__name__}, expected a mapping of metric -> number")
+    out = {}
+    for k, v in metrics.items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise RunError(f"method {key!r} (seed {seed}) returned a non-numeric metric {k!r}: {v!r}") from None
+    return out
+
+
+def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, device: str | None = None,
+          seeds: list[int] | None = None, show_progress: bool = True, threads: int | None = None,
+          echo=print) -> RunOutcome:
+    import torch
+
+    resolved = resolve(manifest, profile)
+    method = methods.get(manifest.method or "")
+    cfg = method.config.model_validate(resolved.method_sections())
+    dev = pick_device(device or resolved.device)
+    if threads:
+        torch.set_num_threads(threads)
+    run_seeds = list(seeds) if seeds else resolved.seeds
+    ident = run_identity(resolved, method)
+
+    final = run_dir(root, manifest.id, profile)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".run.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        per_seed = []
+        curves: list[tuple[int, int, str, float]] = []
+        t_all = time.perf_counter()
+        for seed in run_seeds:
+            seed_dir = tmp / f"seed-{seed}"
+            seed_dir.mkdir()
+            ctx = RunContext(paper=manifest.id, profile=profile, seed=seed, device=dev, out_dir=seed_dir,
+                             show_progress=show_progress)
+            seed_everything(seed, dev)
+            echo(f"[{manifest.id}@{profile}] seed {seed} on {dev} ...")
+            t0 = time.perf_counter()
+            try:
+                raw = method.run(cfg, ctx)
+            except RunError:
+                raise
+            except Exception as exc:  # a method crash: keep the message, say where it happened
+                raise RunError(f"method {method.key!r} failed on seed {seed}: {type(exc).__name__}: {exc}") from exc
+            seconds = time.perf_counter() - t0
+            metrics = _check_metrics(method.key, seed, raw)
+            per_seed.append({"seed": seed, "seconds": round(seconds, 3), "metrics": metrics})
+            curves += ctx.curves
+            if not any(seed_dir.iterdir()):
+                seed_dir.rmdir()
+            echo(f"[{manifest.id}@{profile}] seed {seed} done in {seconds:.1f}s")
+        record = {
+            "paper": manifest.id, "profile": profile, "method": method.key, "run_id": ident,
+            "device": dev, "seeds": run_seeds, "per_seed": per_seed,
+            "seconds": round(time.perf_counter() - t_all, 3),
+            "config": resolved.as_dict() | {"device": dev},
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _write_json(tmp / "metrics.json", record)
+        write_curves_csv(tmp / "curves.csv", curves)
+        plot_curves(tmp / "curves.png", curves, f"{manifest.id} @ {profile}")
+        _write_json(tmp / "environment.json", environment(root, dev, manifest_path) | {"run_id": ident})
+        shutil.copyfile(manifest_path, tmp / "manifest.yaml")
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return RunOutcome(final, record)
+
+
+def load_record(root: Path, paper: str, profile: str) -> dict[str, Any]:
+    path = run_dir(root, paper, profile) / "metrics.json"
+    if not path.exists():
+        raise RunError(f"no results for {paper!r} at profile {profile!r} ({path} is missing): "
+                       f"run `registry train {paper} --profile {profile}` first")
+    return json.loads(path.read_text(encoding="utf-8"))

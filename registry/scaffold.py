@@ -1,0 +1,168 @@
+"""`registry new`: a manifest and a method package that validate and run as they are, to be edited."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .schema import SLUG
+
+
+class ScaffoldError(Exception):
+    pass
+
+
+MANIFEST = '''\
+# Reproduce: registry run {id} --profile cpu      (or: dvc repro verify@{id})
+# Scaffolded by `registry new`: replace the example task with the paper's own setup and claims.
+id: {id}
+status: implemented
+paper:
+  title: {title}
+  authors: [{authors}]
+  year: {year}
+  venue: {venue}
+{arxiv_line}  code: none released
+method: {id}
+summary: >-
+  Template: least-squares regression trained with minibatch SGD. Replace with the paper's setup.
+data:
+  description: Gaussian inputs, a random linear teacher and Gaussian label noise, generated in code.
+  dim: 20
+  n_train: 2000
+  n_test: 2000
+  noise_std: 0.1
+model:
+  description: A linear model without bias.
+train:
+  seeds: [0, 1, 2]
+  optimizer: sgd
+  lr: 0.05
+  steps: 2000
+  batch_size: 64
+  log_every: 50
+hardware:
+  device: auto
+  paper: not stated
+  estimated_minutes: {{smoke: 0.05, cpu: 0.5, paper: 1}}
+profiles:
+  smoke:
+    description: Seconds; checks that the pipeline runs end to end.
+    train: {{seeds: [0], steps: 50}}
+  cpu:
+    description: The claims below at full scale for this toy task, on 2 CPU cores.
+  paper:
+    description: The paper's own setup.
+metrics:
+  - name: test_mse
+    description: Mean squared error on held-out data.
+    higher_is_better: false
+  - name: excess_mse
+    description: Test MSE minus the noise floor (noise_std^2).
+    higher_is_better: false
+claims:
+  - id: reaches-noise-floor
+    statement: Trained by SGD, the model's test error comes within 10% of the noise floor.
+    source: Template (replace with e.g. 'Table 1, row 3').
+    kind: qualitative
+    rationale: Template threshold; state the paper's number as a 'paper' claim once known.
+    metric: excess_mse
+    compare: "<="
+    target: 0.001
+    tolerance: {{abs: 0.0, rationale: Exact threshold.}}
+    profiles: [cpu, paper]
+'''
+
+METHOD = '''\
+"""{title} ({arxiv}).
+
+Scaffolded by `registry new`. The config below is typed: `registry validate` checks the manifest's
+data/model/train sections against it. Keep torch imports inside `run` (or in a submodule) so that
+the fast CLI commands never import torch.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from registry.methods import MethodConfig, Strict, register
+
+
+class Data(Strict):
+    dim: int = Field(20, ge=1)
+    n_train: int = Field(2000, ge=1)
+    n_test: int = Field(2000, ge=1)
+    noise_std: float = Field(0.1, ge=0)
+
+
+class Model(Strict):
+    pass
+
+
+class Train(Strict):
+    optimizer: Literal["sgd"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    log_every: int = Field(50, ge=1)
+
+
+class Config(MethodConfig):
+    data: Data = Data()
+    model: Model = Model()
+    train: Train = Train()
+
+
+@register("{id}", config=Config)
+def run(cfg: Config, ctx) -> dict[str, float]:
+    import torch
+
+    d = cfg.data
+    g_data = torch.Generator().manual_seed(ctx.seed_for("train-data"))
+    g_eval = torch.Generator().manual_seed(ctx.seed_for("eval"))
+    teacher = torch.randn(d.dim, generator=torch.Generator().manual_seed(ctx.seed_for("eval") + 1))
+    x_tr = torch.randn(d.n_train, d.dim, generator=g_data)
+    y_tr = x_tr @ teacher + d.noise_std * torch.randn(d.n_train, generator=g_data)
+    x_te = torch.randn(d.n_test, d.dim, generator=g_eval)
+    y_te = x_te @ teacher + d.noise_std * torch.randn(d.n_test, generator=g_eval)
+    x_tr, y_tr, x_te, y_te = (t.to(ctx.device) for t in (x_tr, y_tr, x_te, y_te))
+
+    w = torch.zeros(d.dim, device=ctx.device, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=cfg.train.lr)
+    g_batch = torch.Generator().manual_seed(ctx.seed_for("batches"))
+    with ctx.progress(total=cfg.train.steps, desc="train") as bar:
+        for step in range(1, cfg.train.steps + 1):
+            idx = torch.randint(0, d.n_train, (cfg.train.batch_size,), generator=g_batch).to(ctx.device)
+            loss = ((x_tr[idx] @ w - y_tr[idx]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            bar.update(1, loss=loss.item())
+            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                ctx.log(step, train_loss=loss.item())
+    with torch.no_grad():
+        test_mse = ((x_te @ w - y_te) ** 2).mean().item()
+    return {{"test_mse": test_mse, "excess_mse": test_mse - d.noise_std**2}}
+'''
+
+
+def create(root: Path, paper: str, *, title: str, authors: list[str], year: int, venue: str,
+           arxiv: str | None) -> list[Path]:
+    if not re.match(SLUG, paper):
+        raise ScaffoldError(f"paper id {paper!r} must be a slug: lowercase letters, digits and single hyphens")
+    manifest = root / "manifests" / f"{paper}.yaml"
+    pkg = root / "methods" / paper.replace("-", "_")
+    for p in (manifest, pkg):
+        if p.exists():
+            raise ScaffoldError(f"{p.relative_to(root)} already exists")
+
+    q = json.dumps  # a JSON string is a valid double-quoted YAML scalar
+    text = MANIFEST.format(
+        id=paper, title=q(title), authors=", ".join(q(a) for a in authors if a) or q("Unknown"), year=year,
+        venue=q(venue), arxiv_line=f"  arxiv: '{arxiv}'\n" if arxiv else "")
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(METHOD.format(id=paper, title=title, arxiv=f"arXiv {arxiv}" if arxiv else "no arXiv id"),
+                                     encoding="utf-8")
+    manifest.write_text(text, encoding="utf-8")
+    return [manifest, pkg / "__init__.py"]

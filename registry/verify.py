@@ -1,0 +1,200 @@
+"""Aggregate per-seed metrics and judge each claim. The verifier is the only judge: methods report numbers.
+
+Tolerance maths. For a claim with threshold ``T`` (the paper's number for ``paper`` claims,
+our own ``target`` for ``scaled``/``qualitative`` ones) and tolerance width
+``w = tolerance.abs + tolerance.rel * |T|``, the chosen statistic ``s`` over seeds
+(mean by default) passes when
+
+* ``>=``:     s >= T - w
+* ``<=``:     s <= T + w
+* ``within``: |s - T| <= w
+
+When ``baseline`` is set the checked quantity is the per-seed difference ``metric - baseline``
+(paired over seeds). A missing or non-finite metric is an ``error`` verdict, which counts as failing.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from .schema import Claim, Manifest
+
+# two-sided 95% Student-t quantiles, df = 1..30; beyond that the normal quantile is close enough
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t95(df: int) -> float:
+    if df < 1:
+        return float("nan")
+    return _T95[df - 1] if df <= len(_T95) else 1.960
+
+
+@dataclass(frozen=True)
+class Summary:
+    values: tuple[float, ...]
+    mean: float
+    std: float
+    ci95: float  # half-width of the 95% t-interval of the mean (nan for one seed)
+    median: float
+    min: float
+    max: float
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    def stat(self, name: str) -> float:
+        return float(getattr(self, name))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "mean": self.mean, "std": self.std, "ci95": self.ci95, "median": self.median,
+                "min": self.min, "max": self.max, "per_seed": list(self.values)}
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    vals = tuple(float(v) for v in values)
+    if not vals:
+        raise ValueError("no values to summarize")
+    n = len(vals)
+    mean = math.fsum(vals) / n
+    std = statistics.stdev(vals) if n > 1 else 0.0
+    ci = t95(n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
+    return Summary(vals, mean, std, ci, statistics.median(vals), min(vals), max(vals))
+
+
+def compare(value: float, compare_op: str, threshold: float, width: float) -> bool:
+    if not math.isfinite(value):
+        return False
+    if compare_op == ">=":
+        return value >= threshold - width
+    if compare_op == "<=":
+        return value <= threshold + width
+    if compare_op == "within":
+        return abs(value - threshold) <= width
+    raise ValueError(f"unknown comparison {compare_op!r}")
+
+
+def judge(claim: Claim, per_seed: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+    """Judge one checked claim against per-seed metric dicts."""
+    assert claim.checked and claim.tolerance is not None and claim.compare is not None
+    threshold = claim.threshold
+    assert threshold is not None
+    width = claim.tolerance.width(threshold)
+    row: dict[str, Any] = {
+        "id": claim.id, "kind": claim.kind, "statement": claim.statement, "source": claim.source,
+        "metric": claim.metric, "baseline": claim.baseline, "compare": claim.compare, "statistic": claim.statistic,
+        "reported": claim.reported.model_dump(exclude_none=True) if claim.reported else None,
+        "threshold": threshold, "tolerance": width, "tolerance_rationale": claim.tolerance.rationale,
+    }
+    values = []
+    missing = []
+    for i, metrics in enumerate(per_seed):
+        a = metrics.get(claim.metric)  # type: ignore[arg-type]
+        b = metrics.get(claim.baseline) if claim.baseline else 0.0
+        if a is None or b is None:
+            missing.append(i)
+            continue
+        values.append(float(a) - float(b))
+    if missing or not values:
+        names = claim.metric + (f", {claim.baseline}" if claim.baseline else "")
+        row.update(verdict="error", measured=None, error=f"metric(s) {names} missing in {len(missing) or 'all'} seed(s)")
+        return row
+    s = summarize(values)
+    if not all(math.isfinite(v) for v in values):
+        row.update(verdict="error", measured=s.as_dict(), error="non-finite metric value")
+        return row
+    value = s.stat(claim.statistic)
+    row["measured"] = s.as_dict()
+    row["value"] = value
+    row["verdict"] = "pass" if compare(value, claim.compare, threshold, width) else "fail"
+    return row
+
+
+def verify(manifest: Manifest, profile: str, per_seed: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+    rows = [judge(c, per_seed) for c in manifest.claims if c.checked and profile in c.profiles]
+    passed = sum(r["verdict"] == "pass" for r in rows)
+    failed = sum(r["verdict"] == "fail" for r in rows)
+    errors = sum(r["verdict"] == "error" for r in rows)
+    verdict = "no-claims" if not rows else ("pass" if passed == len(rows) else "fail")
+    names = sorted({k for m in per_seed for k in m})
+    metrics = {k: summarize([m[k] for m in per_seed if k in m]).as_dict() for k in names}
+    return {
+        "paper": manifest.id, "profile": profile, "verdict": verdict,
+        "passed": passed, "failed": failed, "errors": errors, "total": len(rows),
+        "claims": rows, "metrics": metrics,
+        "skipped": [c.id for c in manifest.claims if c.checked and profile not in c.profiles],
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    ax = abs(x)
+    if ax != 0 and (ax < 1e-3 or ax >= 1e5):
+        return f"{x:.3e}"
+    return f"{x:.4g}"
+
+
+def _cells(row: Mapping[str, Any]) -> list[str]:
+    rep = row.get("reported") or {}
+    reported = _fmt(rep.get("value")) if rep.get("value") is not None else "-"
+    if rep.get("unconfirmed"):
+        reported += " (unconfirmed)"
+    quantity = row["metric"] + (f" - {row['baseline']}" if row.get("baseline") else "")
+    op = "≈" if row["compare"] == "within" else row["compare"]
+    target = f"{op} {_fmt(row['threshold'])}" + (f" ± {_fmt(row['tolerance'])}" if row["tolerance"] else "")
+    m = row.get("measured")
+    if m is None:
+        measured = "missing"
+    else:
+        stat = row["statistic"]
+        measured = _fmt(row.get("value", m["mean"]))
+        if stat == "mean" and m["n"] > 1:
+            measured += f" ± {_fmt(m['ci95'])}"
+        elif stat != "mean":
+            measured += f" ({stat})"
+        measured += f" [n={m['n']}]"
+    verdict = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}[row["verdict"]]
+    return [row["id"], row["kind"], quantity, reported, target, measured, verdict]
+
+
+HEADER = ["claim", "kind", "quantity", "reported", "check", "measured ± 95% CI", "verdict"]
+
+
+def render_text(result: Mapping[str, Any]) -> str:
+    rows = [HEADER] + [_cells(r) for r in result["claims"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    lines = [f"{result['paper']} @ {result['profile']}"]
+    for k, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for r in result["claims"]:
+        if r.get("error"):
+            lines.append(f"  {r['id']}: {r['error']}")
+    lines.append(summary_line(result))
+    return "\n".join(lines)
+
+
+def summary_line(result: Mapping[str, Any]) -> str:
+    if result["verdict"] == "no-claims":
+        return f"verdict: no claims are checked at profile {result['profile']!r}"
+    return (f"verdict: {result['verdict'].upper()} ({result['passed']}/{result['total']} claims passed"
+            + (f", {result['errors']} errors" if result["errors"] else "") + ")")
+
+
+def render_markdown(result: Mapping[str, Any]) -> str:
+    out = [f"# {result['paper']} — profile `{result['profile']}`", "",
+           "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for r in result["claims"]:
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
+    out += ["", f"**{summary_line(result)}**", ""]
+    for r in result["claims"]:
+        out.append(f"- **{r['id']}** ({r['source']}): {r['statement']} — tolerance: {r['tolerance_rationale']}")
+    return "\n".join(out) + "\n"

@@ -18,14 +18,22 @@ EXIT_BAD_INPUT = 2
 
 
 def find_root() -> Path:
+    """The registry checkout: $REGISTRY_ROOT, else the nearest parent with manifests/ and pyproject.toml.
+
+    Its ``methods`` package is put first on ``sys.path`` so that a copy of the registry runs its own methods.
+    """
     env = os.environ.get("REGISTRY_ROOT")
+    root = None
     if env:
-        return Path(env).resolve()
-    here = Path.cwd().resolve()
-    for d in (here, *here.parents):
-        if (d / "manifests").is_dir() and (d / "pyproject.toml").is_file():
-            return d
-    return Path(__file__).resolve().parent.parent
+        root = Path(env).resolve()
+    else:
+        here = Path.cwd().resolve()
+        root = next((d for d in (here, *here.parents)
+                     if (d / "manifests").is_dir() and (d / "pyproject.toml").is_file()), None)
+    root = root or Path(__file__).resolve().parent.parent
+    if (root / "methods" / "__init__.py").is_file() and "methods" not in sys.modules:
+        sys.path.insert(0, str(root))
+    return root
 
 
 def fail_input(problems: list[Problem]) -> None:

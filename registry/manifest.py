@@ -285,9 +285,11 @@ def _method_problems(m: Manifest, doc: Document, display: str) -> list[Problem]:
             continue
         for key in ("seeds",):
             v = doc.data.get("profiles", {}).get(name, {}).get("train", {}).get(key)
-            if v is not None and (not isinstance(v, list) or not v or not all(isinstance(s, int) and s >= 0 for s in v)):
+            if v is not None and (not isinstance(v, list) or not v or len(set(map(repr, v))) != len(v)
+                                  or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in v)):
                 out.append(Problem(display, doc.line_of(("profiles", name, "train", key)),
-                                   f"profiles.{name}.train.{key}", "must be a non-empty list of non-negative integers"))
+                                   f"profiles.{name}.train.{key}",
+                                   "must be a non-empty list of distinct non-negative integers"))
         try:
             method.config.model_validate(r.method_sections())
         except ValidationError as exc:
@@ -333,6 +335,14 @@ def check_file(path: Path, *, with_methods: bool = True, root: Path | None = Non
         problems += _pydantic_problems(exc, doc, display)
         m = None
     if m is None:
+        key = doc.data.get("method")
+        if with_methods and isinstance(key, str) and doc.data.get("status") == "implemented":
+            from . import methods
+
+            try:
+                methods.get(key)
+            except methods.UnknownMethodError as exc:
+                problems.append(Problem(display, doc.line_of(("method",)), "method", str(exc)))
         return None, problems
     if path.suffix in (".yaml", ".yml") and path.stem != m.id:
         problems.append(Problem(display, doc.line_of(("id",)), "id",

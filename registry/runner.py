@@ -255,6 +255,8 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
     if threads:
         torch.set_num_threads(threads)
     run_seeds = list(seeds) if seeds else resolved.seeds
+    if len(set(run_seeds)) != len(run_seeds):
+        raise RunError(f"seeds must be distinct, got {run_seeds}")
     ident = run_identity(resolved, method)
 
     final = run_dir(root, manifest.id, profile)

@@ -162,7 +162,8 @@ def create(root: Path, paper: str, *, title: str, authors: list[str], year: int,
         id=paper, title=q(title), authors=", ".join(q(a) for a in authors if a) or q("Unknown"), year=year,
         venue=q(venue), arxiv_line=f"  arxiv: '{arxiv}'\n" if arxiv else "")
     pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text(METHOD.format(id=paper, title=title, arxiv=f"arXiv {arxiv}" if arxiv else "no arXiv id"),
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text(METHOD.format(id=paper, title=title.replace("\\", "\\\\").replace('"', '\\"'), arxiv=f"arXiv {arxiv}" if arxiv else "no arXiv id"),
                                      encoding="utf-8")
     manifest.write_text(text, encoding="utf-8")
     return [manifest, pkg / "__init__.py"]

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from .runner import atomic_write_text, read_curves_csv, results_dir, run_dir
 
+MAX_CURVE_POINTS = 500  # per (seed, metric) series sent to MLflow; curves.csv (an artifact) keeps every point
 BATCH_METRICS = 1000  # MLflow's per-call limits
 BATCH_PARAMS = 100
 BATCH_TAGS = 100
@@ -67,7 +68,13 @@ def _chunks(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
 
 
 def _client(root: Path):
+    import logging
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from an offline lab machine
     import mlflow
+
+    for name in ("mlflow", "alembic"):  # schema-migration chatter on a new store
+        logging.getLogger(name).setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(root)
@@ -100,6 +107,21 @@ def log_batch(client, run_id: str, metrics: Iterable[tuple[str, float, int]] = (
         client.log_batch(run_id, params=list(chunk))
     for chunk in _chunks(tg, BATCH_TAGS):
         client.log_batch(run_id, tags=list(chunk))
+
+
+def downsample(points: list[tuple[str, float, int]], limit: int = MAX_CURVE_POINTS) -> list[tuple[str, float, int]]:
+    """At most ``limit`` evenly spaced points per metric, always keeping the first and the last."""
+    series: dict[str, list[tuple[str, float, int]]] = {}
+    for p in points:
+        series.setdefault(p[0], []).append(p)
+    out = []
+    for pts in series.values():
+        if len(pts) <= limit:
+            out += pts
+        else:
+            idx = sorted({round(i * (len(pts) - 1) / (limit - 1)) for i in range(limit)})
+            out += [pts[i] for i in idx]
+    return out
 
 
 def log_run(root: Path, paper: str, profile: str, title: str | None = None) -> str:
@@ -142,7 +164,7 @@ def log_run(root: Path, paper: str, profile: str, title: str | None = None) -> s
                                       tags={"mlflow.parentRunId": pid, "paper": paper, "profile": profile,
                                             "seed": str(seed)})
             cid = child.info.run_id
-            ms = [(name, value, step) for s, step, name, value in curves if s == seed]
+            ms = downsample([(name, value, step) for s, step, name, value in curves if s == seed])
             ms += [(k, v, 0) for k, v in entry["metrics"].items()]
             ms.append(("wall_seconds", float(entry["seconds"]), 0))
             log_batch(client, cid, metrics=ms, params={"seed": seed})

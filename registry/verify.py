@@ -59,6 +59,9 @@ def summarize(values: Sequence[float]) -> Summary:
     if not vals:
         raise ValueError("no values to summarize")
     n = len(vals)
+    if not all(math.isfinite(v) for v in vals):  # a diverged seed: report it, judge nothing on it
+        nan = float("nan")
+        return Summary(vals, nan, nan, nan, nan, nan, nan)
     mean = math.fsum(vals) / n
     std = statistics.stdev(vals) if n > 1 else 0.0
     ci = t95(n - 1) * std / math.sqrt(n) if n > 1 else float("nan")

@@ -1,0 +1,140 @@
+"""Runner behaviour that needs a controllable method: atomic results, crash handling, verify exit codes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from pydantic import Field
+
+from registry import manifest as mf
+from registry import runner
+from registry.cli import cli
+from registry.methods import MethodConfig, Strict, register
+
+
+class _Data(Strict):
+    value: float = 1.0
+    crash_on_seed: int = Field(-1)
+
+
+class _Model(Strict):
+    pass
+
+
+class _Train(Strict):
+    steps: int = 3
+
+
+class _Config(MethodConfig):
+    data: _Data = _Data()
+    model: _Model = _Model()
+    train: _Train = _Train()
+
+
+@register("zz-e2e-method", config=_Config)
+def _run(cfg: _Config, ctx) -> dict[str, float]:
+    for step in range(cfg.train.steps):
+        ctx.log(step, loss=1.0 / (step + 1))
+    if ctx.seed == cfg.data.crash_on_seed:
+        raise RuntimeError("boom")
+    return {"score": cfg.data.value + 0.01 * ctx.seed, "other": 0.5}
+
+
+MANIFEST = """\
+id: zz-e2e
+status: implemented
+paper: {{title: Test, authors: [A], year: 2024, venue: test}}
+method: zz-e2e-method
+data: {{value: {value}}}
+train: {{seeds: [0, 1, 2], steps: 3}}
+profiles:
+  smoke: {{description: s}}
+  cpu: {{description: c}}
+  paper: {{description: p}}
+metrics:
+  - {{name: score, description: s}}
+  - {{name: other, description: o}}
+claims:
+  - id: score-high
+    statement: score is at least 1
+    source: Table 1
+    kind: paper
+    reported: {{value: 1.0}}
+    metric: score
+    compare: ">="
+    tolerance: {{abs: 0.0, rationale: exact}}
+    profiles: [cpu]
+"""
+
+
+@pytest.fixture()
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    monkeypatch.setenv("REGISTRY_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def write(root: Path, value: float) -> Path:
+    p = root / "manifests" / "zz-e2e.yaml"
+    p.write_text(MANIFEST.format(value=value))
+    return p
+
+
+def test_crash_leaves_previous_results_untouched(root: Path) -> None:
+    path = write(root, 1.0)
+    m = mf.load(path)
+    first = runner.train(root, m, path, "cpu", show_progress=False, echo=lambda s: None)
+    before = (first.run_dir / "metrics.json").read_text()
+
+    p2 = root / "manifests" / "zz-e2e.yaml"
+    p2.write_text(p2.read_text().replace("data: {value: 1.0}", "data: {value: 1.0, crash_on_seed: 1}"))
+    m2 = mf.load(p2)
+    with pytest.raises(runner.RunError, match="seed 1.*boom"):
+        runner.train(root, m2, p2, "cpu", show_progress=False, echo=lambda s: None)
+    assert (first.run_dir / "metrics.json").read_text() == before
+    leftovers = [p.name for p in first.run_dir.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_run_writes_identity_and_curves(root: Path) -> None:
+    path = write(root, 1.0)
+    out = runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None)
+    rec = json.loads((out.run_dir / "metrics.json").read_text())
+    assert [s["seed"] for s in rec["per_seed"]] == [0, 1, 2]
+    assert len(runner.read_curves_csv(out.run_dir / "curves.csv")) == 9
+    assert rec["run_id"] == out.record["run_id"] and len(rec["run_id"]) == 64
+    # identity depends on the config, not on the time of the run
+    path.write_text(path.read_text().replace("value: 1.0", "value: 2.0"))
+    out2 = runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None)
+    assert out2.record["run_id"] != rec["run_id"]
+
+
+@pytest.mark.parametrize("value,code,verdict", [(1.0, 0, "PASS"), (0.5, 1, "FAIL")])
+def test_verify_exit_code_follows_claims(root: Path, value: float, code: int, verdict: str) -> None:
+    write(root, value)
+    runner_ = CliRunner()
+    res = runner_.invoke(cli, ["run", "zz-e2e", "--profile", "cpu", "--no-track", "-q"])
+    assert res.exit_code == code, res.output
+    assert f"verdict: {verdict}" in res.output
+    ver = json.loads((root / "results" / "zz-e2e" / "cpu" / "verification.json").read_text())
+    assert ver["claims"][0]["verdict"] == verdict.lower()
+    # smoke has no claims: a run there verifies nothing and succeeds
+    res = runner_.invoke(cli, ["run", "zz-e2e", "--profile", "smoke", "--no-track", "-q"])
+    assert res.exit_code == 0 and "no claims are checked" in res.output
+
+
+def test_verify_without_results_is_a_clear_error(root: Path) -> None:
+    write(root, 1.0)
+    res = CliRunner().invoke(cli, ["verify", "zz-e2e", "--profile", "cpu", "--no-track"])
+    assert res.exit_code == 1 and "registry train zz-e2e" in res.output
+
+
+def test_unknown_paper_and_profile(root: Path) -> None:
+    write(root, 1.0)
+    res = CliRunner().invoke(cli, ["run", "zz-e2f", "--profile", "cpu"])
+    assert res.exit_code == 2 and "Did you mean 'zz-e2e'" in res.output
+    res = CliRunner().invoke(cli, ["run", "zz-e2e", "--profile", "gpu"])
+    assert res.exit_code == 2 and "no profile 'gpu'" in res.output

@@ -1,0 +1,218 @@
+"""Tolerance maths, statistics, paired baselines, error verdicts and the t-interval of registry.verify."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from registry import verify as V
+from registry.schema import Claim, Manifest
+
+import zz_support as S
+
+
+def claim(compare=">=", target=1.0, abs_=0.0, rel=0.0, kind="scaled", statistic="mean", baseline=None,
+          profiles=("cpu",), cid="c", metric="m") -> Claim:
+    d = {"id": cid, "statement": "s", "source": "Table 1", "kind": kind, "metric": metric, "compare": compare,
+         "statistic": statistic, "tolerance": {"abs": abs_, "rel": rel, "rationale": "r"}, "profiles": list(profiles)}
+    if baseline:
+        d["baseline"] = baseline
+    if kind == "paper":
+        d["reported"] = {"value": target}
+    else:
+        d["target"] = target
+        d["rationale"] = "r"
+    return Claim.model_validate(d)
+
+
+def seeds(*values, name="m"):
+    return [{name: v} for v in values]
+
+
+# --------------------------------------------------------------------------- compare / width
+
+@pytest.mark.parametrize("value,op,thr,w,ok", [
+    (0.75, ">=", 1.0, 0.25, True),      # exactly at T - w (binary-exact numbers)
+    (0.7499, ">=", 1.0, 0.25, False),
+    (5.0, ">=", 1.0, 0.0, True),
+    (1.25, "<=", 1.0, 0.25, True),      # exactly at T + w
+    (1.2501, "<=", 1.0, 0.25, False),
+    (-9.0, "<=", 1.0, 0.0, True),
+    (1.25, "within", 1.0, 0.25, True),  # both edges of the band
+    (0.75, "within", 1.0, 0.25, True),
+    (1.2501, "within", 1.0, 0.25, False),
+    (0.7499, "within", 1.0, 0.25, False),
+    (1.0, "within", 1.0, 0.0, True),
+    (float("nan"), "<=", 1.0, 10.0, False),
+    (float("inf"), ">=", 1.0, 0.0, False),
+    (float("-inf"), "<=", 1.0, 0.0, False),
+])
+def test_compare(value, op, thr, w, ok):
+    assert V.compare(value, op, thr, w) is ok
+
+
+def test_compare_unknown_operator():
+    with pytest.raises(ValueError):
+        V.compare(1.0, ">", 0.0, 0.0)
+
+
+def test_tolerance_width_abs_plus_rel_of_abs_target():
+    c = claim(target=-2.0, abs_=0.5, rel=0.25)
+    assert c.tolerance.width(-2.0) == 1.0
+    row = V.judge(c, seeds(-3.0))          # >= -2 - 1 = -3: exactly at the edge
+    assert row["tolerance"] == 1.0 and row["threshold"] == -2.0 and row["verdict"] == "pass"
+    assert V.judge(c, seeds(-3.0625))["verdict"] == "fail"
+
+
+@pytest.mark.parametrize("op,measured,verdict", [
+    ("within", 110.0, "pass"), ("within", 90.0, "pass"), ("within", 110.5, "fail"), ("within", 89.5, "fail"),
+    ("<=", 110.0, "pass"), ("<=", 110.5, "fail"), (">=", 90.0, "pass"), (">=", 89.5, "fail"),
+])
+def test_relative_tolerance_on_paper_claim(op, measured, verdict):
+    c = claim(compare=op, kind="paper", target=100.0, rel=0.1)   # threshold comes from reported.value
+    row = V.judge(c, seeds(measured))
+    assert row["threshold"] == 100.0 and row["tolerance"] == pytest.approx(10.0)
+    assert row["verdict"] == verdict
+
+
+def test_mean_over_seeds_decides():
+    c = claim(">=", target=1.0)
+    assert V.judge(c, seeds(0.5, 1.5))["verdict"] == "pass"      # mean 1.0
+    assert V.judge(c, seeds(0.5, 1.25))["verdict"] == "fail"     # mean 0.875
+
+
+@pytest.mark.parametrize("stat,expected", [("mean", 13 / 3), ("median", 2.0), ("min", 1.0), ("max", 10.0)])
+def test_statistic(stat, expected):
+    c = claim("within", target=expected, statistic=stat)
+    row = V.judge(c, seeds(10.0, 1.0, 2.0))
+    assert row["value"] == pytest.approx(expected)
+    assert row["verdict"] == "pass"
+    assert row["measured"]["per_seed"] == [10.0, 1.0, 2.0] and row["measured"]["n"] == 3
+
+
+def test_statistic_changes_verdict():
+    vals = seeds(0.0, 0.0, 3.0)  # mean 1, median 0, min 0, max 3
+    assert V.judge(claim(">=", 1.0, statistic="mean"), vals)["verdict"] == "pass"
+    assert V.judge(claim(">=", 1.0, statistic="median"), vals)["verdict"] == "fail"
+    assert V.judge(claim(">=", 1.0, statistic="max"), vals)["verdict"] == "pass"
+    assert V.judge(claim(">=", 1.0, statistic="min"), vals)["verdict"] == "fail"
+
+
+def test_baseline_difference_is_paired_per_seed():
+    per_seed = [{"m": 1.0, "b": 0.0}, {"m": 3.0, "b": 3.0}, {"m": 10.0, "b": 9.0}]
+    # per-seed differences 1, 0, 1 -> min 0; unpaired min(m) - min(b) would be 1 - 0 = 1
+    row = V.judge(claim(">=", 1.0, statistic="min", baseline="b"), per_seed)
+    assert row["measured"]["per_seed"] == [1.0, 0.0, 1.0]
+    assert row["value"] == 0.0 and row["verdict"] == "fail"
+    # max of differences is 1; unpaired max(m) - max(b) = 1 too, median differs: paired 1, unpaired 3 - 3 = 0
+    row = V.judge(claim("within", 1.0, statistic="median", baseline="b"), per_seed)
+    assert row["value"] == 1.0 and row["verdict"] == "pass"
+
+
+def test_missing_metric_or_baseline_is_error():
+    row = V.judge(claim(), [{"m": 1.0}, {"other": 1.0}])
+    assert row["verdict"] == "error" and row["measured"] is None and "missing in 1 seed" in row["error"]
+    row = V.judge(claim(baseline="b"), [{"m": 1.0, "b": 0.0}, {"m": 1.0}])
+    assert row["verdict"] == "error" and "b" in row["error"]
+    row = V.judge(claim(), [])
+    assert row["verdict"] == "error"
+
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_single_seed_is_error(bad):
+    row = V.judge(claim("<=", target=100.0, abs_=1e9), seeds(bad))
+    assert row["verdict"] == "error" and "non-finite" in row["error"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_is_error_even_if_statistic_would_pass(bad):
+    # the median of [1, 2, bad] would pass; any non-finite seed must still be an error verdict, not a crash
+    row = V.judge(claim("<=", target=100.0, abs_=1e9, statistic="median"), seeds(1.0, 2.0, bad))
+    assert row["verdict"] == "error" and "non-finite" in row["error"]
+
+
+def test_verify_survives_nan_in_unclaimed_metric():
+    m = manifest([claim(">=", 1.0, cid="a")])
+    r = V.verify(m, "cpu", [{"m": 2.0, "loss": float("nan")}, {"m": 2.0, "loss": 1.0}])
+    assert r["verdict"] == "pass"
+
+
+# --------------------------------------------------------------------------- summary / t-interval
+
+def test_t95_table():
+    assert V.t95(1) == 12.706 and V.t95(4) == 2.776 and V.t95(30) == 2.042
+    assert V.t95(31) == 1.960 and V.t95(1000) == 1.960
+    assert math.isnan(V.t95(0))
+    vals = [V.t95(df) for df in range(1, 40)]
+    assert vals == sorted(vals, reverse=True)  # quantiles shrink with df
+
+
+def test_ci_n2_by_hand():
+    s = V.summarize([1.0, 3.0])
+    # mean 2, sample std sqrt(((1-2)^2 + (3-2)^2) / 1) = sqrt(2); ci = 12.706 * sqrt(2) / sqrt(2) = 12.706
+    assert s.mean == 2.0 and s.std == pytest.approx(math.sqrt(2))
+    assert s.ci95 == pytest.approx(12.706)
+
+
+def test_ci_n5_by_hand():
+    s = V.summarize([1.0, 2.0, 3.0, 4.0, 5.0])
+    # sample variance 10/4 = 2.5; ci = 2.776 * sqrt(2.5) / sqrt(5) = 2.776 * sqrt(0.5) = 1.962928...
+    assert s.std == pytest.approx(math.sqrt(2.5))
+    assert s.ci95 == pytest.approx(1.9629, abs=1e-4)
+    assert (s.median, s.min, s.max, s.n) == (3.0, 1.0, 5.0, 5)
+
+
+def test_single_seed_summary():
+    s = V.summarize([4.0])
+    assert s.std == 0.0 and math.isnan(s.ci95) and s.mean == 4.0
+    with pytest.raises(ValueError):
+        V.summarize([])
+
+
+# --------------------------------------------------------------------------- whole-manifest verdicts
+
+def manifest(claims) -> Manifest:
+    base = Manifest.model_validate({
+        "id": "zz-verify", "status": "implemented", "method": S.TEST_METHOD,
+        "paper": {"title": "t", "authors": ["a"], "year": 2020, "venue": "v"},
+        "train": {"seeds": [0, 1]}, "claims": [c.model_dump() for c in claims]})
+    return base
+
+
+def test_overall_verdicts():
+    m = manifest([claim(">=", 1.0, cid="a", profiles=["cpu"]), claim("<=", 5.0, cid="b", profiles=["cpu", "paper"]),
+                  claim(">=", 0.0, cid="c", profiles=["smoke"])])
+    r = V.verify(m, "cpu", seeds(2.0, 4.0))
+    assert (r["verdict"], r["passed"], r["failed"], r["errors"], r["total"]) == ("pass", 2, 0, 0, 2)
+    assert r["skipped"] == ["c"] and [c["id"] for c in r["claims"]] == ["a", "b"]
+    assert r["metrics"]["m"]["mean"] == 3.0 and r["metrics"]["m"]["n"] == 2
+
+    r = V.verify(m, "cpu", seeds(2.0, 10.0))           # b fails (mean 6 > 5)
+    assert (r["verdict"], r["passed"], r["failed"]) == ("fail", 1, 1)
+
+    r = V.verify(m, "cpu", [{"m": 2.0}, {"x": 1.0}])  # missing metric: errors count as failing
+    assert r["verdict"] == "fail" and r["errors"] == 2 and r["passed"] == 0
+
+    r = V.verify(m, "nonexistent", seeds(1.0))
+    assert r["verdict"] == "no-claims" and r["total"] == 0
+    assert "no claims are checked" in V.summary_line(r)
+
+
+def test_unchecked_claims_are_ignored():
+    unchecked = Claim.model_validate({"id": "q", "statement": "s", "source": "x", "kind": "qualitative",
+                                      "rationale": "r"})
+    m = manifest([unchecked, claim(cid="a")])
+    r = V.verify(m, "cpu", seeds(1.0))
+    assert [c["id"] for c in r["claims"]] == ["a"] and r["skipped"] == []
+
+
+def test_renderers_show_verdicts():
+    m = manifest([claim(">=", 1.0, cid="a"), claim("<=", 0.0, cid="b")])
+    r = V.verify(m, "cpu", [{"m": 2.0}, {"m": 2.5}])
+    text = V.render_text(r)
+    assert "PASS" in text and "FAIL" in text and "verdict: FAIL (1/2 claims passed)" in text
+    md = V.render_markdown(r)
+    assert md.count("\n| a |") == 1 and "**verdict: FAIL (1/2 claims passed)**" in md
+    r = V.verify(m, "cpu", [{"m": float("nan")}])
+    assert "ERROR" in V.render_text(r) and "non-finite" in V.render_text(r)

@@ -183,7 +183,8 @@ def plot_curves(path: Path, curves: list[tuple[int, int, str, float]], title: st
     for ax, name in zip(axes.flat, names):
         for seed in sorted({c[0] for c in curves}):
             pts = [(c[1], c[3]) for c in curves if c[2] == name and c[0] == seed]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"seed {seed}", lw=1.2)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"seed {seed}", lw=1.2,
+                    marker="o" if len(pts) < 3 else None)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -252,6 +253,10 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
     method = methods.get(manifest.method or "")
     cfg = method.config.model_validate(resolved.method_sections())
     dev = pick_device(device or resolved.device)
+    if dev == "cpu" and profile == "paper":
+        est = manifest.hardware.estimated_minutes.get("paper")
+        echo(f"warning: the 'paper' profile is the paper's own setup, meant for a GPU"
+             + (f" (~{est:g} min there)" if est is not None else "") + "; running it on CPU will be slow")
     if threads:
         torch.set_num_threads(threads)
     run_seeds = list(seeds) if seeds else resolved.seeds

@@ -174,7 +174,7 @@ def render_text(result: Mapping[str, Any]) -> str:
     rows = [HEADER] + [_cells(r) for r in result["claims"]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = [f"{result['paper']} @ {result['profile']}"]
-    for k, r in enumerate(rows):
+    for k, r in enumerate(rows if result["claims"] else []):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))

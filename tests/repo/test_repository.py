@@ -83,3 +83,10 @@ def test_every_catalogued_paper_has_a_manifest() -> None:
     have = {p.stem for p in mf.manifest_files(ROOT)}
     missing = sorted(e["id"] for e in entries if e["id"] not in have)
     assert not missing, missing
+
+
+@pytest.mark.skipif(not CATALOGUE.exists(), reason="shared catalogue not present beside the checkout")
+def test_catalogued_manifests_are_in_sync_with_the_catalogue() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "import_catalogue.py"), "--check",
+                           "--catalogue", str(CATALOGUE)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

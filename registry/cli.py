@@ -110,7 +110,7 @@ def show(paper: str, profile: str | None) -> None:
     m, _ = load_one(root, paper, with_methods=False)
     p = m.paper
     click.echo(click.style(p.title, bold=True))
-    click.echo(f"  {', '.join(p.authors)} — {p.venue} {p.year}")
+    click.echo(f"  {', '.join(p.authors)} — {p.venue}" + ("" if str(p.year) in p.venue else f" {p.year}"))
     if p.arxiv:
         click.echo(f"  arXiv {p.arxiv}   code: {p.code or 'n/a'}   tier: {p.tier or '-'}")
     click.echo(f"  status: {m.status}" + (f" ({m.status_reason})" if m.status_reason else ""))
@@ -130,7 +130,9 @@ def show(paper: str, profile: str | None) -> None:
         check = ""
         if c.checked:
             q = c.metric + (f" - {c.baseline}" if c.baseline else "")
-            check = f"  check: {c.statistic}({q}) {c.compare} {c.threshold:g} at {', '.join(c.profiles)}"
+            tol = c.tolerance.width(c.threshold) if c.tolerance else 0.0
+            check = (f"  check: {c.statistic}({q}) {c.compare} {c.threshold:g}" + (f" ± {tol:g}" if tol else "")
+                     + f" at {', '.join(c.profiles)}")
         click.echo(f"  - [{c.kind}] {c.id}{rep} — {c.source}")
         click.echo(f"      {c.statement}")
         if check:

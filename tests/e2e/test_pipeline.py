@@ -96,7 +96,10 @@ def test_cpu_runs_are_deterministic(tmp_path: Path) -> None:
         proc = cli(root, "train", paper, "--profile", "smoke", "--quiet", "--no-track")
         assert proc.returncode == 0, proc.stderr
         out.append(json.loads((root / "results" / paper / "smoke" / "run" / "metrics.json").read_text()))
-    assert [s["metrics"] for s in out[0]["per_seed"]] == [s["metrics"] for s in out[1]["per_seed"]]
+    def results(rec):  # wall-clock timings (metrics named *seconds) legitimately differ between runs
+        return [{k: v for k, v in s["metrics"].items() if not k.endswith("seconds")} for s in rec["per_seed"]]
+
+    assert results(out[0]) == results(out[1])
     assert out[0]["run_id"] == out[1]["run_id"]
 
 
@@ -104,7 +107,8 @@ def test_cpu_runs_are_deterministic(tmp_path: Path) -> None:
 def test_tracking_outage_keeps_results_and_sync_relogs(tmp_path: Path) -> None:
     paper = PAPERS[0]
     root = make_root(tmp_path)
-    broken = f"sqlite:///{tmp_path / 'no-such-dir' / 'mlflow.db'}"
+    (tmp_path / "a-file").write_text("not a directory")
+    broken = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"  # the store cannot be created under a file
     proc = cli(root, "run", paper, "--profile", "smoke", "--quiet", uri=broken)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "registry sync" in proc.stderr and "Traceback" not in proc.stderr
@@ -170,8 +174,6 @@ def test_dvc_repro_of_a_smoke_stage(tmp_path: Path) -> None:
     m = repo / "manifests" / f"{paper}.yaml"
     m.write_text(m.read_text() + "\n# a comment\n")
     assert f"train@{paper}" not in dvc("status").stdout
-    text = m.read_text()
-    assert "\nnotes:" not in text
-    m.write_text(text.replace("\nstatus: implemented\n", "\nstatus: implemented\nnotes: touched by a test\n", 1))
+    m.write_text(m.read_text() + "touched_by_test: 1\n")  # dvc status compares values only, it does not validate
     proc = dvc("status")
     assert f"train@{paper}" in proc.stdout

@@ -33,7 +33,7 @@ class _Config(MethodConfig):
     train: _Train = _Train()
 
 
-@register("zz-e2e-method", config=_Config)
+@register("runner-fixture", config=_Config)
 def _run(cfg: _Config, ctx) -> dict[str, float]:
     for step in range(cfg.train.steps):
         ctx.log(step, loss=1.0 / (step + 1))
@@ -46,7 +46,7 @@ MANIFEST = """\
 id: zz-e2e
 status: implemented
 paper: {{title: Test, authors: [A], year: 2024, venue: test}}
-method: zz-e2e-method
+method: runner-fixture
 data: {{value: {value}}}
 train: {{seeds: [0, 1, 2], steps: 3}}
 profiles:

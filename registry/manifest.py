@@ -10,14 +10,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import yaml
 from pydantic import ValidationError
 
-from . import schema
 from .schema import REQUIRED_PROFILES, Manifest
 
 Loc = tuple[Any, ...]
@@ -391,6 +390,3 @@ def content_hash(obj: Any) -> str:
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 
-
-def iter_checked_claims(m: Manifest, profile: str) -> Iterable[schema.Claim]:
-    return (c for c in m.claims if c.checked and profile in c.profiles)

@@ -255,7 +255,7 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
     dev = pick_device(device or resolved.device)
     if dev == "cpu" and profile == "paper":
         est = manifest.hardware.estimated_minutes.get("paper")
-        echo(f"warning: the 'paper' profile is the paper's own setup, meant for a GPU"
+        echo("warning: the 'paper' profile is the paper's own setup, meant for a GPU"
              + (f" (~{est:g} min there)" if est is not None else "") + "; running it on CPU will be slow")
     if threads:
         torch.set_num_threads(threads)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import yaml
 from pydantic import ValidationError
 
-from .schema import REQUIRED_PROFILES, Manifest
+from .schema import REQUIRED_PROFILES, SEEDS, Manifest
 
 Loc = tuple[Any, ...]
 
@@ -196,6 +196,13 @@ def _semantic_problems(m: Manifest) -> list[tuple[Loc, str]]:
                             "drop the check or implement the paper"))
         return out
 
+    for name, prof in m.profiles.items():
+        if "seeds" in prof.train:
+            try:
+                SEEDS.validate_python(prof.train["seeds"])
+            except ValidationError:
+                out.append((("profiles", name, "train", "seeds"),
+                            "must be a non-empty list of distinct non-negative integers"))
     if m.method is None:
         out.append((("method",), "an implemented paper needs 'method' (a key in the method registry)"))
     if m.train is None:
@@ -269,26 +276,26 @@ def resolve(m: Manifest, profile: str) -> Resolved:
     )
 
 
-def _method_problems(m: Manifest, doc: Document, display: str) -> list[Problem]:
+def _lookup_method(key: str, doc: Document, display: str):
+    """The registered method for ``key``, or a located 'unknown method' problem."""
     from . import methods
 
     try:
-        method = methods.get(m.method)  # type: ignore[arg-type]
+        return methods.get(key)
     except methods.UnknownMethodError as exc:
-        return [Problem(display, doc.line_of(("method",)), "method", str(exc))]
+        return Problem(display, doc.line_of(("method",)), "method", str(exc))
+
+
+def _method_problems(m: Manifest, doc: Document, display: str) -> list[Problem]:
+    method = _lookup_method(m.method, doc, display)  # type: ignore[arg-type]
+    if isinstance(method, Problem):
+        return [method]
     out: list[Problem] = []
     for name in m.profiles:
         try:
             r = resolve(m, name)
         except KeyError:
             continue
-        for key in ("seeds",):
-            v = doc.data.get("profiles", {}).get(name, {}).get("train", {}).get(key)
-            if v is not None and (not isinstance(v, list) or not v or len(set(map(repr, v))) != len(v)
-                                  or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in v)):
-                out.append(Problem(display, doc.line_of(("profiles", name, "train", key)),
-                                   f"profiles.{name}.train.{key}",
-                                   "must be a non-empty list of distinct non-negative integers"))
         try:
             method.config.model_validate(r.method_sections())
         except ValidationError as exc:
@@ -336,12 +343,9 @@ def check_file(path: Path, *, with_methods: bool = True, root: Path | None = Non
     if m is None:
         key = doc.data.get("method")
         if with_methods and isinstance(key, str) and doc.data.get("status") == "implemented":
-            from . import methods
-
-            try:
-                methods.get(key)
-            except methods.UnknownMethodError as exc:
-                problems.append(Problem(display, doc.line_of(("method",)), "method", str(exc)))
+            found = _lookup_method(key, doc, display)
+            if isinstance(found, Problem):
+                problems.append(found)
         return None, problems
     if path.suffix in (".yaml", ".yml") and path.stem != m.id:
         problems.append(Problem(display, doc.line_of(("id",)), "id",

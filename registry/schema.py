@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 Slug = Annotated[str, StringConstraints(pattern=SLUG, max_length=80)]
@@ -47,22 +47,26 @@ class Section(BaseModel):
         return dict(self.model_extra or {})
 
 
+def _distinct(v: list[int]) -> list[int]:
+    if len(set(v)) != len(v):
+        raise ValueError("seeds must be unique")
+    return v
+
+
+# The one definition of a valid seed list: the base train.seeds and every profile override use it.
+Seeds = Annotated[list[Annotated[int, Field(ge=0, strict=True)]], Field(min_length=1), AfterValidator(_distinct)]
+SEEDS = TypeAdapter(Seeds)
+
+
 class Train(BaseModel):
     """``train``: seeds are the runner's; every other key goes to the method's typed ``train`` config."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    seeds: Seeds
     optimizer: Text | None = None
     lr: float | None = Field(None, gt=0)
     steps: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1)
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("seeds must be unique")
-        return v
 
     def params(self) -> dict[str, Any]:
         out = {k: v for k, v in self.model_dump(exclude={"seeds"}).items() if v is not None}

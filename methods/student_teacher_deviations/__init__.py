@@ -10,6 +10,15 @@ student - teacher (probability on the label) on the points the teacher is least 
 confident about, on training and test data. The paper's claim: the student exaggerates the
 teacher's confidence, in particular it is even less confident where the teacher is unsure;
 and switching to distillation mid-training recovers much of its gain.
+
+Second experiment (the paper's "exaggerated implicit bias" in a simple setting): a linear
+softmax teacher is trained by full-batch gradient descent from zero on the same (noisy)
+labels, and a linear student by the same GD on the teacher's probabilities. Along each
+eigendirection v_i of the training inputs' second-moment matrix the ratio
+||v_i^T W_student|| / ||v_i^T W_teacher|| measures how far the student got relative to the
+teacher. If distillation exaggerates GD's bias towards the top eigendirections, the ratio is
+near 1 along the top directions and clearly smaller along the bottom ones (for squared loss
+it is exactly 1 - (1 - eta lambda_i)^T; with cross-entropy it is an empirical question).
 """
 from __future__ import annotations
 
@@ -38,6 +47,10 @@ class Train(Strict):
     n_students: int = Field(3, ge=1)  # student initializations per strategy (averaged)
     low_q: float = Field(0.1, gt=0, lt=1)  # teacher-confidence quantile for "unsure" points
     high_q: float = Field(0.5, gt=0, lt=1)
+    # Eigendirection experiment (linear softmax models, full-batch GD from zero, step lr_scale / lambda_max)
+    linear_steps: int = Field(300, ge=1)
+    linear_lr_scale: float = Field(1.0, gt=0, le=2.0)
+    eigen_frac: float = Field(0.25, gt=0, le=0.5)  # fraction of eigendirections in the "top" and "bottom" groups
     log_every: int = Field(50, ge=1)
 
 

@@ -75,6 +75,52 @@ def confidence_gaps(p_teacher: torch.Tensor, p_student: torch.Tensor, low_q: flo
     return float(d[lo].mean()), float(d[hi].mean()), float((d[lo] < 0).float().mean())
 
 
+def gd_linear(X: torch.Tensor, loss_fn, steps: int, lr: float, n_classes: int = 10) -> torch.Tensor:
+    """Full-batch gradient descent from W = 0 on a bias-free linear softmax model X @ W."""
+    W = torch.zeros(X.shape[1], n_classes, requires_grad=True)
+    for _ in range(steps):
+        (g,) = torch.autograd.grad(loss_fn(X @ W), W)
+        with torch.no_grad():
+            W -= lr * g
+    return W.detach()
+
+
+def input_eigenbasis(X: torch.Tensor, rel_floor: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (descending) and eigenvectors (columns) of X^T X / n, dropping null directions
+    (constant pixels: their weights never move under GD from zero)."""
+    lam, V = torch.linalg.eigh(X.T @ X / X.shape[0])
+    keep = lam > rel_floor * lam.max()
+    return lam[keep].flip(0), V[:, keep].flip(1)
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman correlation (no ties expected: continuous values)."""
+    ra, rb = (t.argsort().argsort().double() for t in (a, b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def eigen_exaggeration(Xtr, ytr, Xte, yte, tc) -> dict[str, float]:
+    """Linear self-distillation by GD; student/teacher weight ratio per input eigendirection."""
+    lam, V = input_eigenbasis(Xtr)
+    lr = tc.linear_lr_scale / float(lam[0])
+    W_t = gd_linear(Xtr, lambda z: one_hot_ce(z, ytr), tc.linear_steps, lr)
+    p_t = soft_targets(Xtr @ W_t)
+    W_s = gd_linear(Xtr, lambda z: kd_loss(z, p_t), tc.linear_steps, lr)
+    ratio = (V.T @ W_s).norm(dim=1) / (V.T @ W_t).norm(dim=1)
+    q = max(1, int(round(tc.eigen_frac * len(ratio))))
+    top, bottom = float(ratio[:q].mean()), float(ratio[-q:].mean())
+    acc = lambda W: float(((Xte @ W).argmax(-1) == yte).float().mean())
+    return {
+        "eig_ratio_top": top,
+        "eig_ratio_bottom": bottom,
+        "eig_ratio_top_minus_bottom": top - bottom,
+        "eig_ratio_rank_corr": rank_correlation(lam, ratio),
+        "linear_teacher_test_acc": acc(W_t),
+        "linear_student_test_acc": acc(W_s),
+    }
+
+
 def run_all(cfg, ctx) -> dict[str, float]:
     dc, mc, tc = cfg.data, cfg.model, cfg.train
     Xtr, ytr, ytr_clean, Xte, yte = load_split(dc.n_train, dc.n_test, dc.label_noise,
@@ -119,4 +165,5 @@ def run_all(cfg, ctx) -> dict[str, float]:
         "low_conf_gap_test": float(g[3]),
         "high_conf_gap_test": float(g[4]),
         "low_conf_frac_below_test": float(g[5]),
+        **eigen_exaggeration(Xtr, ytr, Xte, yte, tc),
     }

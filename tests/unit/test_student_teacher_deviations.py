@@ -3,7 +3,8 @@ import numpy as np
 import torch
 
 from methods._lib.distill import kd_loss, soft_targets, true_class_prob
-from methods.student_teacher_deviations.train import confidence_gaps, load_split, mlp
+from methods.student_teacher_deviations.train import (confidence_gaps, gd_linear, input_eigenbasis, load_split,
+                                                      mlp, rank_correlation)
 
 
 def test_kd_loss_is_kl_plus_teacher_entropy_and_minimized_at_teacher():
@@ -46,3 +47,37 @@ def test_mlp_shapes():
     net = mlp(64, 16, 2, 10)
     assert net(torch.zeros(3, 64)).shape == (3, 10)
     assert sum(isinstance(m, torch.nn.Linear) for m in net) == 3
+
+
+def test_input_eigenbasis_is_descending_orthonormal_and_drops_null_directions():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(50, 6, generator=g)
+    X[:, 2] = 0.0  # a constant (standardized) pixel
+    lam, V = input_eigenbasis(X)
+    assert lam.shape == (5,) and V.shape == (6, 5)
+    assert bool((lam[:-1] >= lam[1:]).all())
+    assert torch.allclose(V.T @ V, torch.eye(5), atol=1e-5)
+    assert V[2].abs().max() < 1e-6  # the null direction is gone
+    assert torch.allclose(X.T @ X / 50 @ V, V * lam, atol=1e-4)
+
+
+def test_rank_correlation_known_values():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert abs(rank_correlation(a, a**3) - 1.0) < 1e-12
+    assert abs(rank_correlation(a, -a) + 1.0) < 1e-12
+    assert abs(rank_correlation(a, torch.tensor([2.0, 1.0, 4.0, 3.0])) - 0.6) < 1e-12
+
+
+def test_gd_linear_matches_closed_form_along_eigendirections_for_squared_loss():
+    """For squared loss, GD from zero reaches 1 - (1 - eta lambda_i)^T of the least-squares weights along
+    eigendirection i: the exact version of the bias that the cross-entropy experiment measures."""
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(40, 4, generator=g) * torch.tensor([2.0, 1.0, 0.5, 0.2])
+    Y = torch.randn(40, 3, generator=g)
+    lam, V = input_eigenbasis(X)
+    eta, T = 0.5 / float(lam[0]), 25
+    W = gd_linear(X, lambda z: 0.5 * ((z - Y) ** 2).sum(-1).mean(), T, eta, n_classes=3)
+    W_ls = torch.linalg.lstsq(X, Y).solution
+    frac = (V.T @ W) / (V.T @ W_ls)
+    expected = 1 - (1 - eta * lam) ** T
+    assert torch.allclose(frac, expected[:, None].expand_as(frac), atol=1e-4)

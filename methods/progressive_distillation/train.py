@@ -36,9 +36,9 @@ def _acc(model, x, y) -> float:
 
 
 @torch.no_grad()
-def _probe(model, x, support, off):
+def _probe(model, x, support, off, chunk: int = 16384):
     """Mean |E[chi_i(x) p(y=1|x)]| over degree-1 monomials on / off the support (official probing.py)."""
-    p = torch.softmax(model(x), dim=1)[:, 1]
+    p = torch.cat([torch.softmax(model(xb), dim=1)[:, 1] for xb in x.split(chunk)])
     on = monomial_correlations(p, x, [(i,) for i in support]).abs().mean()
     offc = monomial_correlations(p, x, [(i,) for i in off]).abs().mean()
     return float(on), float(offc)
@@ -60,13 +60,14 @@ def run_all(cfg, ctx) -> dict[str, float]:
     x_test, y_test = _batch(n, k, dc.n_test, eval_gen, dev)
     support = list(range(k))
     off = [int(i) + k for i in torch.randperm(n - k, generator=eval_gen)[: dc.n_probe_off]]
+    x_probe = x_test if dc.n_probe is None else _batch(n, k, dc.n_probe, eval_gen, dev)[0]
 
     # ---- teacher: CE on fresh batches, checkpoints every ckpt_every steps
     teacher = _mlp(n, mc.teacher_width, ctx.seed_for("teacher-init")).to(dev)
     opt = _opt(tc, teacher)
     gen = torch.Generator().manual_seed(ctx.seed_for("teacher-data"))
     ckpts = [copy.deepcopy(teacher.state_dict())]
-    probe = [(0, _acc(teacher, x_test, y_test), *_probe(teacher, x_test, support, off))]
+    probe = [(0, _acc(teacher, x_test, y_test), *_probe(teacher, x_probe, support, off))]
     with ctx.progress(tc.teacher_steps, "teacher") as bar:
         for step in range(1, tc.teacher_steps + 1):
             x, y = _batch(n, k, tc.batch_size, gen, dev)
@@ -77,7 +78,7 @@ def run_all(cfg, ctx) -> dict[str, float]:
             bar.update()
             if step % tc.ckpt_every == 0 or step == tc.teacher_steps:  # the final teacher is always kept
                 ckpts.append(copy.deepcopy(teacher.state_dict()))
-                acc, on, offc = _acc(teacher, x_test, y_test), *_probe(teacher, x_test, support, off)
+                acc, on, offc = _acc(teacher, x_test, y_test), *_probe(teacher, x_probe, support, off)
                 probe.append((step, acc, on, offc))
                 ctx.log(step, teacher_acc=acc, teacher_deg1_corr=on, teacher_deg1_corr_off=offc)
 

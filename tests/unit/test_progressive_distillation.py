@@ -44,3 +44,12 @@ def test_steps_to_target_and_censoring():
 def test_config_rejects_too_many_probe_coordinates():
     with pytest.raises(ValueError):
         Config.model_validate({"data": {"n": 10, "k": 6, "n_probe_off": 5}})
+
+
+def test_probe_in_chunks_equals_one_pass():
+    x = sample_signs(5000, 20, torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    whole = _probe(net, x, support=[0, 1, 2], off=[5, 6, 7], chunk=5000)
+    parts = _probe(net, x, support=[0, 1, 2], off=[5, 6, 7], chunk=777)
+    assert whole == pytest.approx(parts, rel=1e-5, abs=1e-7)

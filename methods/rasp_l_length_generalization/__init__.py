@@ -88,12 +88,31 @@ class Train(AdamWCosineTrain):
     early_stop_acc: Optional[float] = Field(None, gt=0, le=1)
     early_stop_every: int = Field(500, ge=1)
     early_stop_samples: int = Field(500, ge=1)
+    # per-task step budgets overriding ``steps`` (e.g. parity needs longer to fit in distribution)
+    task_steps: dict[TaskName, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_task_steps(self) -> "Train":
+        if any(v < 1 for v in self.task_steps.values()):
+            raise ValueError("task_steps values must be positive")
+        return self
+
+    def for_task(self, name: str) -> "Train":
+        """This section with the task's own step budget."""
+        return self.model_copy(update={"steps": self.task_steps.get(name, self.steps)})
 
 
 class Config(MethodConfig):
     data: Data = Data()
     model: Model = Model()
     train: Train = Train()
+
+    @model_validator(mode="after")
+    def _task_steps_known(self) -> "Config":
+        extra = set(self.train.task_steps) - set(self.data.tasks)
+        if extra:
+            raise ValueError(f"train.task_steps names tasks that are not run: {sorted(extra)}")
+        return self
 
 
 @register("rasp-l-length-generalization", config=Config)

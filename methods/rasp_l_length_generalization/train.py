@@ -9,7 +9,7 @@ from .tasks import make_task
 
 
 def train_task(name: str, cfg, ctx) -> tuple[dict[str, float], list[str]]:
-    d, mc, tc = cfg.data, cfg.model, cfg.train
+    d, mc, tc = cfg.data, cfg.model, cfg.train.for_task(name)
     task = make_task(name, d.symbols(name))
     # test sets from the shared eval seed (identical for every training seed), one per length
     eval_sets = seq_train.make_eval_sets(task, lengths=d.test_lengths, n=tc.eval_samples,

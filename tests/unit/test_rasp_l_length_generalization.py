@@ -90,6 +90,18 @@ def test_config_rejects_too_few_symbols():
                                     "n_symbols": {"copy_unique": 20}}})
 
 
+def test_task_steps_override_one_task_and_must_name_a_run_task():
+    cfg = Config.model_validate({"data": {"tasks": ["mode", "parity"]},
+                                 "train": {"steps": 100, "task_steps": {"parity": 300}}})
+    assert cfg.train.for_task("parity").steps == 300
+    assert cfg.train.for_task("mode").steps == 100
+    assert cfg.train.for_task("parity").lr == cfg.train.lr  # everything else unchanged
+    with pytest.raises(ValueError, match="not run"):
+        Config.model_validate({"data": {"tasks": ["mode"]}, "train": {"task_steps": {"parity": 300}}})
+    with pytest.raises(ValueError):
+        Config.model_validate({"data": {"tasks": ["parity"]}, "train": {"task_steps": {"parity": 0}}})
+
+
 def _run_tiny(cfg, tmp_path: Path) -> dict[str, float]:
     """The method's run_all on one CPU thread (restored afterwards), seed 0, results in tmp_path."""
     from registry.context import RunContext

@@ -7,7 +7,9 @@ Pieces:
 
 * Covariance families: ``spectrum_covariance`` (a fixed anisotropic Sigma with a chosen
   condition number and a seeded random rotation) and ``diverse_covariances`` (one Sigma per
-  task, condition number drawn in [1, kappa], random rotation: "task diversity").
+  task, condition number drawn in [1, kappa], random rotation: "task diversity"),
+  ``atom_covariances`` (every eigenvalue drawn from a few fixed values: a discrete spectrum) and
+  ``loguniform_covariances`` (i.i.d. log-uniform eigenvalues in a range).
 * ``sample_cov_tasks``: x ~ N(0, Sigma_task), w ~ N(0, Sigma_w), y = <w, x> (scalar output),
   with per-task or shared covariance square roots.
 * ``RestrictedLinearAttention``: the "restricted" linear self-attention of Gatmiry et al.,
@@ -72,6 +74,31 @@ def diverse_covariances(n: int, d: int, kappa_min: float, kappa_max: float, gene
     lam = lam_max * torch.exp(-t * torch.log(k)[:, None])  # in [lam_max / k, lam_max]
     U = random_rotation(d, generator, n=n, dtype=torch.float64)
     return U * lam.sqrt()[:, None, :], k
+
+
+def atom_covariances(n: int, d: int, atoms: list[float], generator: torch.Generator,
+                     lam_scale: float = 1.0) -> Tensor:
+    """``n`` task covariances with a discrete spectrum: each of the d eigenvalues is drawn
+    independently and uniformly from ``atoms`` (times ``lam_scale``), Haar rotation per task.
+    Every eigenvalue of every task lies on one of a few fixed values, so an untied stack can
+    place the roots of its GD polynomial prod_l (1 - eta_l lambda) exactly there.
+    Returns the square roots L (n, d, d, float64; Sigma = L L^T)."""
+    a = torch.as_tensor(atoms, dtype=torch.float64)
+    idx = torch.randint(len(atoms), (n, d), generator=generator)
+    lam = lam_scale * a[idx]
+    U = random_rotation(d, generator, n=n, dtype=torch.float64)
+    return U * lam.sqrt()[:, None, :]
+
+
+def loguniform_covariances(n: int, d: int, lam_min: float, lam_max: float,
+                           generator: torch.Generator) -> Tensor:
+    """``n`` task covariances whose d eigenvalues are i.i.d. log-uniform in [lam_min, lam_max],
+    Haar rotation per task (a spectrum that covers a range without favouring any value).
+    Returns the square roots L (n, d, d, float64; Sigma = L L^T)."""
+    t = torch.rand(n, d, generator=generator, dtype=torch.float64)
+    lam = torch.exp(math.log(lam_min) + t * (math.log(lam_max) - math.log(lam_min)))
+    U = random_rotation(d, generator, n=n, dtype=torch.float64)
+    return U * lam.sqrt()[:, None, :]
 
 
 def sqrtm_psd(S: Tensor) -> Tensor:

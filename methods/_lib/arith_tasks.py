@@ -21,6 +21,9 @@ New tasks (multi-operand addition, copy, ...) only need to produce a ``SeqBatch`
 own ``coupled_ids``. N x M multiplication (``multiplication_nx1``/``_nx2``, Position Coupling
 Sec. 6) uses ``[BOS] a * b = product-reversed [EOS]`` with its own ``*`` token (vocabulary
 ``MUL_VOCAB_SIZE``); digits of equal significance in a, b and the product share an ID.
+Addition of k summands (``multisummand_3``/``_4``, the official MultipleAdditionDataset format) uses
+``[BOS] x1 + .. + xk = sum-reversed [EOS]`` with every summand and the sum zero-padded to the width of
+the largest possible sum; digits of equal significance in all summands and the sum share an ID.
 """
 from __future__ import annotations
 
@@ -286,8 +289,124 @@ class MultiplicationTask:
         return encode_multiplication(ops)
 
 
+# ---------------------------------------------------------------------------- multi-summand addition
+
+
+@dataclass
+class MultiOperands:
+    """``k`` summands per example, digits least-significant first, zero beyond each summand's length."""
+
+    x: torch.Tensor  # [M, k, W] uint8
+    n: torch.Tensor  # [M] long, longest summand's digit count
+
+    def __len__(self) -> int:
+        return self.n.shape[0]
+
+    def select(self, idx: torch.Tensor) -> "MultiOperands":
+        n = self.n[idx]
+        return MultiOperands(self.x[idx, :, : int(n.max())], n)
+
+
+def padded_sum_width(n: torch.Tensor, k: int) -> torch.Tensor:
+    """Digits of the largest possible sum of ``k`` numbers of at most ``n`` digits, ``len(str(k * (10**n - 1)))``:
+    the common width of every summand and of the answer in the official MultipleAdditionDataset (n + 1 for
+    2 <= k <= 10)."""
+    top = int(n.max())
+    table = torch.tensor([len(str(k * (10**d - 1))) for d in range(top + 1)], dtype=torch.long)
+    return table[n.long()]
+
+
+def sample_multi_summand_operands(
+    gen: torch.Generator, m: int, k: int, min_digits: int, max_digits: int, same_length_prob: float
+) -> MultiOperands:
+    """``m`` problems of ``k`` summands. With probability ``same_length_prob`` all summands of a problem get
+    one digit count uniform in [min_digits, max_digits], otherwise each summand's count is drawn
+    independently (the official ``partially_uniform`` sampling; min == max gives every summand that length)."""
+    own = torch.randint(min_digits, max_digits + 1, (m, k), generator=gen)
+    shared = torch.randint(min_digits, max_digits + 1, (m, 1), generator=gen)
+    same = torch.rand(m, 1, generator=gen) < same_length_prob
+    lengths = torch.where(same, shared.expand(m, k), own)
+    x = _random_numbers(gen, lengths.flatten(), max_digits).view(m, k, max_digits)
+    return MultiOperands(x, lengths.max(dim=1).values)
+
+
+def encode_multi_summand(ops: MultiOperands) -> SeqBatch:
+    """Layout ``[BOS] x1 + x2 + .. + xk = s_0 .. s_{w-1} [EOS]``: every summand written most-significant digit
+    first and zero-padded to ``w = padded_sum_width(n, k)`` digits, the sum zero-padded to ``w`` digits and
+    written least-significant digit first (official MultipleAdditionDataset: reverse_output, padding to the
+    largest possible sum's width). Coupled IDs: 2 + significance for the digits of every summand and of the
+    sum, 1 for every ``+`` and the ``=``, 0 for BOS/EOS/PAD."""
+    bsz, k, _ = ops.x.shape
+    w_ex = padded_sum_width(ops.n, k)  # [B] per-example width
+    W = int(w_ex.max())
+    x = torch.zeros(bsz, k, W, dtype=torch.long)
+    width = min(W, ops.x.shape[2])
+    x[:, :, :width] = ops.x[:, :, :width].long()
+    # column sums with carries, least significant first; a column beyond an example's own width is 0
+    s = torch.zeros(bsz, W, dtype=torch.long)
+    carry = torch.zeros(bsz, dtype=torch.long)
+    for c in range(W):
+        t = x[:, :, c].sum(1) + carry
+        s[:, c] = t % 10
+        carry = t // 10
+
+    L = k * (W + 1) + W + 2
+    j = torch.arange(L).unsqueeze(0)
+    w = w_ex.unsqueeze(1)
+    digits = []
+    for i in range(k):
+        first = 1 + i * (w + 1)  # position of summand i's most significant digit
+        mask = (j >= first) & (j < first + w)
+        sig = (first + w - 1 - j).clamp(0, W - 1)
+        digits.append((mask, torch.gather(x[:, i], 1, sig), sig))
+    is_plus = torch.zeros(bsz, L, dtype=torch.bool)
+    for i in range(1, k):
+        is_plus |= j == i * (w + 1)
+    is_eq = j == k * (w + 1)
+    in_s = (j > k * (w + 1)) & (j <= k * (w + 1) + w)
+    ks = (j - (k * (w + 1) + 1)).clamp(0, W - 1)
+    digits.append((in_s, torch.gather(s, 1, ks), ks))
+    is_eos = j == k * (w + 1) + w + 1
+    return _assemble(bsz, L, digits=digits, symbols=[(is_plus, PLUS), (is_eq, EQ), (is_eos, EOS)],
+                     answer=in_s | is_eos)
+
+
+class MultiSummandTask:
+    """Addition of ``k`` summands (Position Coupling, official scripts/triple_addition for k = 3), all summands
+    and the reversed sum zero-padded to the largest possible sum's width; addition's 14-token vocabulary."""
+
+    vocab_size = VOCAB_SIZE
+    same_length_prob = 0.5  # official multiple_addition_coupled.yaml: threshold_partially_uniform 0.5
+
+    def __init__(self, k: int):
+        if k < 2:
+            raise ValueError("need at least two summands")
+        self.k = k
+        self.name = f"multisummand_{k}"
+        self.metric_tag = f"sum{k}_"  # keeps metric names apart from two-operand addition's
+
+    def width(self, n_digits: int) -> int:
+        return len(str(self.k * (10**n_digits - 1)))
+
+    def max_coupled_id(self, n_digits: int) -> int:
+        return self.width(n_digits) + 1  # start (1) + len(answer)
+
+    def seq_len(self, n_digits: int) -> int:
+        w = self.width(n_digits)
+        return self.k * (w + 1) + w + 2
+
+    def sample(self, gen: torch.Generator, m: int, min_digits: int, max_digits: int) -> MultiOperands:
+        return sample_multi_summand_operands(gen, m, self.k, min_digits, max_digits, self.same_length_prob)
+
+    @staticmethod
+    def encode(ops: MultiOperands) -> SeqBatch:
+        return encode_multi_summand(ops)
+
+
 TASKS = {
     "addition": AdditionTask,
     "multiplication_nx1": MultiplicationTask(1),
     "multiplication_nx2": MultiplicationTask(2),
+    "multisummand_3": MultiSummandTask(3),
+    "multisummand_4": MultiSummandTask(4),
 }

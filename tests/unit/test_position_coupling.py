@@ -1,6 +1,7 @@
 """Fast checks of the position-coupling building blocks (data format, position schemes)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from methods._lib import arith_tasks as tasks
@@ -185,17 +186,17 @@ def test_multiplication_config_checks_max_pos():
     raise AssertionError("max_pos 12 cannot hold the coupled IDs of a 10 x 2 multiplication (up to 13)")
 
 
-def test_multiplication_run_end_to_end(tmp_path):
-    """A few steps of the real method on N x 2 multiplication: metric names, shapes and samples."""
+def _tiny_run(tmp_path, data: dict, model: dict, tag: str) -> tuple[dict[str, float], str]:
+    """A few steps of the real method (coupled and absolute), tested at 3 and 5 digits: checks the metric
+    names and ranges, returns the metrics and the first decoded test example."""
     import json
 
     from methods.position_coupling import Config, run
     from registry.context import RunContext
 
     cfg = Config(
-        data={"task": "multiplication_nx2", "train_min_digits": 1, "train_max_digits": 3, "train_size": None,
-              "test_lengths": [3, 5], "max_pos": 9},
-        model={"schemes": ["coupled", "absolute"], "n_layers": 2, "n_heads": 2, "d_model": 16, "d_kv": 8, "d_ff": 32},
+        data={"train_min_digits": 1, "train_max_digits": 3, "test_lengths": [3, 5], "max_pos": 9, **data},
+        model={"schemes": ["coupled", "absolute"], "n_heads": 2, "d_model": 16, "d_kv": 8, "d_ff": 32, **model},
         train={"steps": 5, "batch_size": 8, "log_every": 5, "eval_samples": 20, "lr": 1e-3},
     )
     ctx = RunContext(paper="position-coupling", profile="test", seed=0, device="cpu", out_dir=tmp_path,
@@ -203,8 +204,106 @@ def test_multiplication_run_end_to_end(tmp_path):
     m = run(cfg, ctx)
     for scheme in ("coupled", "absolute"):
         for L in (3, 5):
-            assert 0.0 <= m[f"{scheme}_nx2_acc_len{L}"] <= m[f"{scheme}_nx2_tokacc_len{L}"] <= 1.0
-    ex = json.loads((tmp_path / "samples.json").read_text())["examples"]
-    a, rest = ex[0][1:].split("*")
+            assert 0.0 <= m[f"{scheme}_{tag}_acc_len{L}"] <= m[f"{scheme}_{tag}_tokacc_len{L}"] <= 1.0
+    return m, json.loads((tmp_path / "samples.json").read_text())["examples"][0]
+
+
+def test_multiplication_run_end_to_end(tmp_path):
+    """A few steps of the real method on N x 2 multiplication: metric names, shapes and samples."""
+    _, ex = _tiny_run(tmp_path, {"task": "multiplication_nx2", "train_size": None}, {"n_layers": 2}, "nx2")
+    a, rest = ex[1:].split("*")
     b, p = rest.split("=")
     assert len(a) == 5 and len(b) == 2 and int(a) * int(b) == int(p[:-1][::-1])
+
+
+# ---------------------------------------------------------------------------- multi-summand addition
+
+
+def _sum_rows(batch: tasks.SeqBatch):
+    for row, ids, tgt in zip(batch.tokens, batch.coupled_ids, batch.targets):
+        text = tasks.decode_tokens(row)[1:]  # drop BOS
+        lhs, s = text.split("=")
+        yield lhs.split("+"), s, ids, tgt
+
+
+def test_multi_summand_answers_are_correct_sums():
+    for k in (3, 4):
+        task = tasks.TASKS[f"multisummand_{k}"]
+        ops = task.sample(_gen(10 + k), 400, 1, 6)
+        batch = task.encode(ops)
+        assert batch.tokens.shape[1] == task.seq_len(int(ops.n.max()))
+        for (summands, s, _, tgt), n in zip(_sum_rows(batch), ops.n.tolist()):
+            w = len(str(k * (10**n - 1)))  # width of the largest possible sum
+            assert len(summands) == k
+            assert all(len(x) == w for x in summands)  # every summand zero-padded to that width
+            assert max(len(x.lstrip("0") or "0") for x in summands) == n  # n = longest summand's digits
+            assert s.endswith("$") and len(s) - 1 == w
+            assert sum(int(x) for x in summands) == int(s[:-1][::-1])  # sum written least-significant first
+            assert int((tgt != tasks.IGNORE).sum()) == len(s)  # targets: sum digits + EOS
+
+
+def test_multi_summand_carry_of_two_and_exact_layout():
+    """99 + 99 + 99 = 297 needs a carry of 2; the layout and the coupled IDs are fixed by hand."""
+    x = torch.tensor([[[9, 9], [9, 9], [9, 9]]], dtype=torch.uint8)
+    batch = tasks.encode_multi_summand(tasks.MultiOperands(x, torch.tensor([2])))
+    assert tasks.decode_tokens(batch.tokens[0]) == "$099+099+099=792$"
+    # [BOS] 0 9 9 + 0 9 9 + 0 9 9 = s0 s1 s2 $ : significance k -> 2 + k, '+' and '=' -> 1
+    assert batch.coupled_ids[0].tolist() == [0, 4, 3, 2, 1, 4, 3, 2, 1, 4, 3, 2, 1, 2, 3, 4, 0]
+    assert batch.targets[0].tolist()[12:17] == [tasks.DIGIT0 + 7, tasks.DIGIT0 + 9, tasks.DIGIT0 + 2, tasks.EOS,
+                                                tasks.IGNORE]
+
+
+def test_multi_summand_coupled_ids_share_significance():
+    task = tasks.TASKS["multisummand_3"]
+    ops = task.sample(_gen(2), 128, 1, 7)
+    batch = task.encode(ops)
+    for summands, s, ids, _ in _sum_rows(batch):
+        w = len(s) - 1
+        ids = ids.tolist()
+        pos = 1
+        for x in summands:  # each summand: most significant first, then '+' (or '=')
+            assert ids[pos : pos + w] == [2 + k for k in reversed(range(w))]
+            assert ids[pos + w] == 1
+            pos += w + 1
+        assert ids[pos : pos + w] == [2 + k for k in range(w)]  # the sum, least significant first
+        assert ids[pos + w] == 0  # EOS
+    assert int(batch.coupled_ids.max()) == task.max_coupled_id(int(ops.n.max()))
+
+
+def test_multi_summand_sampling_mixes_shared_and_independent_lengths():
+    task = tasks.TASKS["multisummand_3"]
+    ops = task.sample(_gen(7), 4000, 1, 5)
+    lengths = []
+    for summands, _, _, _ in _sum_rows(task.encode(ops)):
+        lengths.append([len(x.lstrip("0") or "0") for x in summands])
+    lengths = torch.tensor(lengths)
+    all_same = (lengths == lengths[:, :1]).all(1).float().mean().item()
+    # P(all equal) = 1/2 (shared) + 1/2 * (1/5)^2 (independent draws that happen to agree); 0.04 is ~5 std
+    assert abs(all_same - (0.5 + 0.5 / 25)) < 0.04
+    assert set(lengths.flatten().tolist()) == {1, 2, 3, 4, 5}
+    fixed = task.sample(_gen(8), 200, 6, 6)  # a test set: every summand has exactly 6 digits
+    for summands, _, _, _ in _sum_rows(task.encode(fixed)):
+        assert all(len(x.lstrip("0")) == 6 for x in summands)
+
+
+def test_multi_summand_width_and_select():
+    assert tasks.padded_sum_width(torch.tensor([1, 2, 5]), 3).tolist() == [2, 3, 6]
+    assert tasks.padded_sum_width(torch.tensor([1, 2]), 11).tolist() == [2, 4]  # 99 * 11 = 1089
+    task = tasks.TASKS["multisummand_3"]
+    ops = task.sample(_gen(4), 300, 1, 5)
+    short = torch.nonzero(ops.n <= 2).flatten()
+    sub = task.encode(ops.select(short))
+    assert sub.tokens.shape[1] == task.seq_len(2)
+    for summands, s, _, _ in _sum_rows(sub):
+        assert sum(int(x) for x in summands) == int(s[:-1][::-1])
+
+
+def test_multi_summand_config_and_run_end_to_end(tmp_path):
+    from methods.position_coupling import Data
+
+    Data(task="multisummand_3", train_max_digits=5, test_lengths=[10], max_pos=12)
+    with pytest.raises(ValueError):  # max_pos 11 cannot hold the IDs of a 10-digit 3-summand addition (up to 12)
+        Data(task="multisummand_3", train_max_digits=5, test_lengths=[10], max_pos=11)
+    _, ex = _tiny_run(tmp_path, {"task": "multisummand_3", "train_size": 200}, {}, "sum3")
+    lhs, s = ex[1:].split("=")
+    assert sum(int(x) for x in lhs.split("+")) == int(s[:-1][::-1]) and len(s) - 1 == 6

@@ -162,6 +162,9 @@ def test_dvc_repro_of_a_smoke_stage(tmp_path: Path) -> None:
     assert "verdict:" in proc.stdout
     lock = (repo / "dvc.lock").read_text()
     assert f"train@{paper}" in lock and f"manifests/{paper}.yaml" in lock
+    assert "supplement" not in lock  # the supplementary stages are not upstream of a paper's own stages
+    stages = dvc("stage", "list").stdout
+    assert "verify-supplement@position-coupling--cpu-multisummand" in stages
 
     t0 = time.perf_counter()
     proc = dvc("repro", f"verify@{paper}")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from registry import index, scaffold
 from registry import manifest as mf
@@ -101,7 +102,7 @@ def test_read_only_commands_without_torch_or_mlflow(tmp_path):
     assert val_ok["code"] == 0 and "ok: 2 manifests valid (0 implemented), index up to date" in val_ok["output"]
     assert schema["code"] == 0 and "Claim" in json.loads(schema["output"])["$defs"]
     assert val_one["code"] == 0 and idx_check["code"] == 0
-    assert (root / "papers.yaml").read_text() == index.HEADER + "papers: {}\n"
+    assert (root / "papers.yaml").read_text() == index.HEADER + "papers: {}\nsupplements: {}\n"
 
 
 def test_validate_reports_bad_manifest_in_root(tmp_path):
@@ -180,7 +181,7 @@ def test_index_catalogued_only(tmp_path):
     assert p.file == "papers.yaml" and "missing" in p.message
     assert index.write(root, manifests) is True
     assert index.check(root, manifests) == []
-    assert (root / "papers.yaml").read_text() == index.HEADER + "papers: {}\n"
+    assert (root / "papers.yaml").read_text() == index.HEADER + "papers: {}\nsupplements: {}\n"
     assert index.write(root, manifests) is False
     (root / "papers.yaml").write_text(index.HEADER + "papers:\n  ghost: {}\n")
     [p] = index.check(root, manifests)
@@ -205,3 +206,23 @@ def test_index_tracks_implemented_papers(tmp_path):
     assert "out of date" in index.check(root, fewer)[0].message
     cat_only_change = {k: v for k, v in manifests.items() if k != "zz-cat-two"}  # catalogued: not indexed
     assert index.check(root, cat_only_change) == []
+
+
+def test_index_lists_supplementary_cpu_profiles(tmp_path):
+    """A cpu-* profile gets its own train-supplement/verify-supplement stages; other profiles do not."""
+    root = make_root(tmp_path, methods_pkg=False)
+    base = S.BASE_IMPLEMENTED.replace("  paper:\n    description: Paper run.\n",
+                                      "  cpu-extra:\n    description: Extra CPU run.\n"
+                                      "  paper-extra:\n    description: Extra paper run.\n"
+                                      "  paper:\n    description: Paper run.\n")
+    assert base != S.BASE_IMPLEMENTED
+    S.write_manifest(root / "manifests", "zz-impl-a", base)
+    manifests, problems = mf.load_all(root)
+    assert problems == []
+    index.write(root, manifests)
+    data = yaml.safe_load((root / "papers.yaml").read_text())
+    assert data["supplements"] == {"zz-impl-a--cpu-extra": {"paper": "zz-impl-a", "profile": "cpu-extra",
+                                                           "code": data["papers"]["zz-impl-a"]["code"]}}
+    dvc = yaml.safe_load((S.HERE.parents[1] / "dvc.yaml").read_text())["stages"]
+    cmd = dvc["train-supplement"]["do"]["cmd"]
+    assert dvc["train-supplement"]["foreach"] == "${supplements}" and "--profile ${item.profile}" in cmd

@@ -16,7 +16,8 @@ tasks) and 3-nearest-neighbours (uniform). Metrics (Sec. 4.1), both divided by d
 
 One ``run`` trains up to three models on identical seeds: ``main`` (noiseless, ``model.n_layers``),
 ``noisy`` (``data.noisy_std`` > 0, same architecture; compared with several ridge parameters) and
-``shallow`` (noiseless, ``model.shallow_layers``; the depth transition of Fig. 3). Metrics are
+``shallow`` (noiseless, ``model.shallow_layers``; the depth transition of Fig. 3); the noisy model
+may train for its own ``train.noisy_steps``. Metrics are
 prefixed by the model's tag, e.g. ``main_spd_ols``, ``noisy_mspd_ridge_bayes``, ``shallow_mspd_gd``.
 ``spd_*``/``ilwd_*`` average over k = 1..n-1 examples, ``mspd_*`` over the under-determined
 region k = 1..d-1 (the paper's MSPD).
@@ -58,6 +59,9 @@ class Model(Strict):
 
 class Train(Strict):
     steps: int = Field(500_000, ge=1)
+    # steps of the noisy model only (None = ``steps``): at small scale it converges to the Bayes ridge
+    # predictor much more slowly than the noiseless models converge to OLS
+    noisy_steps: Optional[int] = Field(None, ge=1)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-4, gt=0)

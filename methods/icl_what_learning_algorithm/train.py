@@ -104,16 +104,17 @@ def implicit_weights(P: Tensor, preds: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- train / eval
-def _train(model: ICLTransformer, cfg, gen: torch.Generator, noise_std: float, ctx, tag: str) -> None:
+def _train(model: ICLTransformer, cfg, gen: torch.Generator, noise_std: float, ctx, tag: str, steps: int) -> None:
+    """``steps`` Adam steps on fresh sequences; warmup and cosine decay span those ``steps``."""
     dc, tc = cfg.data, cfg.train
     opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    warm = int(tc.warmup_frac * tc.steps)
+    warm = int(tc.warmup_frac * steps)
 
     def lr_at(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
-        p = (step - warm) / max(1, tc.steps - warm)
+        p = (step - warm) / max(1, steps - warm)
         return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
@@ -127,7 +128,7 @@ def _train(model: ICLTransformer, cfg, gen: torch.Generator, noise_std: float, c
         X, Y = b["X"].to(dev), b["Y"].to(dev)
         return F.mse_loss(model.predict_all(X, Y), Y[..., 0])
 
-    optimize(model, opt, batch_loss, steps=tc.steps, ctx=ctx, desc=f"train {tag}", log_every=tc.log_every,
+    optimize(model, opt, batch_loss, steps=steps, ctx=ctx, desc=f"train {tag}", log_every=tc.log_every,
         prefix=f"{tag}_", grad_clip=tc.grad_clip, sched=sched)
 
 
@@ -227,7 +228,8 @@ def run_all(cfg, ctx) -> dict[str, float]:
         model.init_weights(g_init)
         model.to(ctx.device)
         g_train = torch.Generator().manual_seed(ctx.seed_for(f"train-data-{tag}"))
-        _train(model, cfg, g_train, sigma, ctx, tag)
+        steps = tc.noisy_steps if sigma > 0 and tc.noisy_steps is not None else tc.steps
+        _train(model, cfg, g_train, sigma, ctx, tag, steps)
         model.eval()
         out.update(_summarise(evaluate(model, cfg, ev, probes, gd_lrs, sigma, dev=ctx.device), d, tag, ctx))
     return out

@@ -96,3 +96,26 @@ def test_metrics_identify_ols():
         assert out["spd_ols"][k] < 1e-8 and out["ilwd_ols"][k] < 1e-8
         assert out["spd_gd"][k] > 1e-2 and out["spd_knn"][k] > 1e-2
     assert out["mse_ols"][5] < 1e-8  # noiseless, k = 5 > d
+
+
+def test_noisy_model_trains_for_its_own_steps(tmp_path):
+    """``train.noisy_steps`` sets the noisy model's step count (and its schedule); the others keep ``steps``."""
+    from methods.icl_what_learning_algorithm.train import run_all
+    from registry.context import RunContext
+
+    cfg = Config.model_validate({
+        "data": {"d": 2, "n_points": 4},
+        "model": {"n_layers": 1, "d_model": 8, "n_heads": 2},
+        "train": {"steps": 3, "noisy_steps": 7, "log_every": 1, "eval_tasks": 20, "ilwd_tasks": 5,
+                  "n_probes": 4, "linesearch_tasks": 20},
+    })
+    ctx = RunContext(paper="icl-what-learning-algorithm", profile="test", seed=0, device="cpu", out_dir=tmp_path,
+                     show_progress=False)
+    run_all(cfg, ctx)
+    last = {}
+    for _, step, name, _ in ctx.curves:
+        if name.endswith("train_loss"):
+            last[name] = max(step, last.get(name, 0))
+    assert last == {"main_train_loss": 3, "noisy_train_loss": 7, "shallow_train_loss": 3}
+    noisy_lr = [v for _, step, name, v in ctx.curves if name == "noisy_lr"]
+    assert noisy_lr[-1] == pytest.approx(0.0, abs=1e-12) and max(noisy_lr) > 0  # cosine reaches 0 at step 7

@@ -307,12 +307,15 @@ class MultiOperands:
         return MultiOperands(self.x[idx, :, : int(n.max())], n)
 
 
+def sum_width(n_digits: int, k: int) -> int:
+    """Digits of the largest possible sum of ``k`` numbers of at most ``n_digits`` digits: the common width of
+    every summand and of the answer in the official MultipleAdditionDataset (n + 1 for 2 <= k <= 10)."""
+    return len(str(k * (10**n_digits - 1)))
+
+
 def padded_sum_width(n: torch.Tensor, k: int) -> torch.Tensor:
-    """Digits of the largest possible sum of ``k`` numbers of at most ``n`` digits, ``len(str(k * (10**n - 1)))``:
-    the common width of every summand and of the answer in the official MultipleAdditionDataset (n + 1 for
-    2 <= k <= 10)."""
-    top = int(n.max())
-    table = torch.tensor([len(str(k * (10**d - 1))) for d in range(top + 1)], dtype=torch.long)
+    """``sum_width`` per example (``n``: each example's longest summand's digit count)."""
+    table = torch.tensor([sum_width(d, k) for d in range(int(n.max()) + 1)], dtype=torch.long)
     return table[n.long()]
 
 
@@ -386,7 +389,7 @@ class MultiSummandTask:
         self.metric_tag = f"sum{k}_"  # keeps metric names apart from two-operand addition's
 
     def width(self, n_digits: int) -> int:
-        return len(str(self.k * (10**n_digits - 1)))
+        return sum_width(n_digits, self.k)
 
     def max_coupled_id(self, n_digits: int) -> int:
         return self.width(n_digits) + 1  # start (1) + len(answer)

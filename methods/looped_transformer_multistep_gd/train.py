@@ -42,8 +42,14 @@ def _sampler(dc, S, n_context, generator):
     return sample
 
 
-def _gd_baselines(dc, S, ev, ls, steps: int) -> dict[str, float]:
-    """Line-searched ``steps``-step plain GD and Sigma^-1-preconditioned GD (= plain GD on whitened x)."""
+def _gd_baselines(dc, S, ev, ls, steps: int, more_steps: int | None = None,
+                  shifted: dict | None = None) -> dict[str, float]:
+    """Line-searched ``steps``-step plain GD and Sigma^-1-preconditioned GD (= plain GD on whitened x).
+
+    With ``more_steps``, Sigma^-1-preconditioned GD also runs ``more_steps`` steps at the step size
+    line-searched for ``steps`` (what the paper's idealised solution A = c Sigma^-1 does when looped
+    longer at test time): ``pgd_id_loop_ratio`` (on ``ev``) and, given ``shifted`` tasks,
+    ``pgd_ood_cov_loop_ratio`` (loss after ``more_steps`` / after ``steps``)."""
     ref = float((ev["yq"].double() ** 2).mean())
     out = {}
     Wh = torch.linalg.inv(sqrtm_psd(S))  # Sigma^-1/2
@@ -57,7 +63,23 @@ def _gd_baselines(dc, S, ev, ls, steps: int) -> dict[str, float]:
         X, Y, xq, yq = tf(ev)
         out[f"loss_{name}"] = float(((gd_predict(X, Y, xq, lr, steps) - yq) ** 2).mean()) / ref
         out[f"{name}_lr"] = lr
+        if name == "pgd" and more_steps is not None:
+            for key, b in (("id", ev), ("ood_cov", shifted)):
+                if b is None:
+                    continue
+                X, Y, xq, yq = tf(b)
+                short, long = (float(((gd_predict(X, Y, xq, lr, k) - yq) ** 2).mean()) for k in (steps, more_steps))
+                out[f"pgd_{key}_loop_ratio"] = long / short
     return out
+
+
+@torch.no_grad()
+def symmetrised(model: RestrictedLinearAttention) -> RestrictedLinearAttention:
+    """A copy of a tied model whose A is replaced by its symmetric part (A + A^T) / 2 (u kept)."""
+    twin = RestrictedLinearAttention(model.d, model.n_layers, tied=True, train_u=model.u.requires_grad)
+    twin.A.copy_((model.A + model.A.transpose(-1, -2)) / 2)
+    twin.u.copy_(model.u)
+    return twin
 
 
 def run_all(cfg, ctx) -> dict[str, float]:
@@ -74,7 +96,7 @@ def run_all(cfg, ctx) -> dict[str, float]:
     ev_cov = _sampler(dc, S_ood, dc.n_context, g_eval)(tc.eval_tasks)
     ev_len = _sampler(dc, S, dc.ood_n_context, g_eval)(tc.eval_tasks)
 
-    out = _gd_baselines(dc, S, ev, ls, L)
+    out = _gd_baselines(dc, S, ev, ls, L, more_steps=T, shifted=ev_cov)
 
     # ---- models
     g_train = torch.Generator().manual_seed(ctx.seed_for("train-data"))
@@ -103,6 +125,12 @@ def run_all(cfg, ctx) -> dict[str, float]:
     out["precond_sym_rel_err"], _ = scale_free_rel_err(A_sym, S_inv)
     out["precond_sym_rel_err_identity"], _ = scale_free_rel_err(A_sym, torch.eye(dc.d, dtype=torch.float64))
     out["precond_asymmetry"] = float((A - A.T).norm() / A.norm())
+    # does the loss use the antisymmetric part? the same model with A replaced by its symmetric part
+    sym = {name: depth_losses(symmetrised(looped), b, T) for name, b in (("id", ev), ("ood_cov", ev_cov))}
+    out["loss_looped_sym"] = sym["id"][L - 1]
+    out["looped_sym_loss_ratio"] = sym["id"][L - 1] / out["loss_looped"]
+    out["looped_sym_id_loop_ratio"] = sym["id"][T - 1] / sym["id"][L - 1]
+    out["looped_sym_ood_cov_loop_ratio"] = sym["ood_cov"][T - 1] / sym["ood_cov"][L - 1]
     u = looped.u[0].detach().double()
     out["u_rel"] = math.sqrt(float(u @ S @ u) / float((ev["yq"].double() ** 2).mean()))
 

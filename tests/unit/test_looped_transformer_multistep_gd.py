@@ -5,8 +5,8 @@ import math
 import torch
 
 from methods.looped_transformer_multistep_gd import Config
-from methods.looped_transformer_multistep_gd.train import _covariances, _gd_baselines, _sampler, run_all
-from methods._lib.looped_linear import sqrtm_psd
+from methods.looped_transformer_multistep_gd.train import _covariances, _gd_baselines, _sampler, run_all, symmetrised
+from methods._lib.looped_linear import RestrictedLinearAttention, sqrtm_psd
 
 
 class _Ctx:
@@ -54,6 +54,35 @@ def test_tiny_run_reports_finite_metrics_and_loop_curves():
                  train=dict(steps=5, batch_size=16, eval_tasks=64, max_test_loops=4, log_every=5))
     ctx = _Ctx()
     out = run_all(cfg, ctx)
-    for k in ("loss_looped", "loss_multilayer", "precond_rel_err", "u_rel", "id_loop_ratio", "ood_cov_loop_ratio"):
+    for k in ("loss_looped", "loss_multilayer", "precond_rel_err", "u_rel", "id_loop_ratio", "ood_cov_loop_ratio",
+              "pgd_id_loop_ratio", "pgd_ood_cov_loop_ratio", "looped_sym_loss_ratio", "looped_sym_ood_cov_loop_ratio"):
         assert math.isfinite(out[k]), k
     assert sum(1 for _, m in ctx.logged if "loss_vs_loops_id" in m) == 4
+
+
+def test_symmetrised_drops_only_the_antisymmetric_part():
+    g = torch.Generator().manual_seed(0)
+    m = RestrictedLinearAttention(3, 2, tied=True)
+    S = torch.randn(3, 3, generator=g)
+    with torch.no_grad():
+        m.A.copy_(((S + S.T) / 2)[None])
+        m.u.copy_(torch.randn(1, 3, generator=g) * 0.1)
+    X, Y, xq = torch.randn(5, 6, 3, generator=g), torch.randn(5, 6, 1, generator=g), torch.randn(5, 3, generator=g)
+    assert torch.allclose(symmetrised(m)(X, Y, xq), m(X, Y, xq))  # symmetric A: same model
+    K = torch.randn(3, 3, generator=g)
+    with torch.no_grad():
+        m.A.add_((K - K.T)[None])
+    twin = symmetrised(m)
+    assert torch.allclose(twin.A[0], twin.A[0].T) and torch.allclose(twin.u, m.u)
+    assert not torch.allclose(twin(X, Y, xq), m(X, Y, xq))
+
+
+def test_pgd_loop_ratio_is_below_one_when_the_step_is_stable():
+    """Large n: Sigma^-1-preconditioned GD at the 3-step line-searched step keeps converging (ratio << 1)."""
+    dc = Config(data=dict(d=3, n_context=200)).data
+    S, S_ood = _covariances(dc)
+    g = torch.Generator().manual_seed(0)
+    ev, ls = _sampler(dc, S, dc.n_context, g)(300), _sampler(dc, S, dc.n_context, g)(300)
+    out = _gd_baselines(dc, S, ev, ls, steps=3, more_steps=10, shifted=_sampler(dc, S_ood, dc.n_context, g)(300))
+    assert out["pgd_id_loop_ratio"] < 0.1 and out["pgd_ood_cov_loop_ratio"] < 1.0
+    assert "pgd_id_loop_ratio" not in _gd_baselines(dc, S, ev, ls, steps=3)

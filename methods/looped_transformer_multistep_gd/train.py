@@ -76,6 +76,8 @@ def _gd_baselines(dc, S, ev, ls, steps: int, more_steps: int | None = None,
 @torch.no_grad()
 def symmetrised(model: RestrictedLinearAttention) -> RestrictedLinearAttention:
     """A copy of a tied model whose A is replaced by its symmetric part (A + A^T) / 2 (u kept)."""
+    if not model.tied:
+        raise ValueError("symmetrised() expects a tied (looped) model")
     twin = RestrictedLinearAttention(model.d, model.n_layers, tied=True, train_u=model.u.requires_grad)
     twin.A.copy_((model.A + model.A.transpose(-1, -2)) / 2)
     twin.u.copy_(model.u)
@@ -126,7 +128,8 @@ def run_all(cfg, ctx) -> dict[str, float]:
     out["precond_sym_rel_err_identity"], _ = scale_free_rel_err(A_sym, torch.eye(dc.d, dtype=torch.float64))
     out["precond_asymmetry"] = float((A - A.T).norm() / A.norm())
     # does the loss use the antisymmetric part? the same model with A replaced by its symmetric part
-    sym = {name: depth_losses(symmetrised(looped), b, T) for name, b in (("id", ev), ("ood_cov", ev_cov))}
+    twin = symmetrised(looped)
+    sym = {name: depth_losses(twin, b, T) for name, b in (("id", ev), ("ood_cov", ev_cov))}
     out["loss_looped_sym"] = sym["id"][L - 1]
     out["looped_sym_loss_ratio"] = sym["id"][L - 1] / out["loss_looped"]
     out["looped_sym_id_loop_ratio"] = sym["id"][T - 1] / sym["id"][L - 1]

@@ -2,6 +2,7 @@
 import contextlib
 import math
 
+import pytest
 import torch
 
 from methods.looped_transformer_multistep_gd import Config
@@ -75,6 +76,8 @@ def test_symmetrised_drops_only_the_antisymmetric_part():
     twin = symmetrised(m)
     assert torch.allclose(twin.A[0], twin.A[0].T) and torch.allclose(twin.u, m.u)
     assert not torch.allclose(twin(X, Y, xq), m(X, Y, xq))
+    with pytest.raises(ValueError, match="tied"):
+        symmetrised(RestrictedLinearAttention(3, 2, tied=False))
 
 
 def test_pgd_loop_ratio_is_below_one_when_the_step_is_stable():

@@ -118,9 +118,10 @@ def show(paper: str, profile: str | None) -> None:
         click.echo(f"\n{m.summary}")
     if m.profiles:
         click.echo("\nprofiles:")
+        width = max(6, *(len(name) for name in m.profiles))
         for name, prof in m.profiles.items():
             est = m.hardware.estimated_minutes.get(name)
-            click.echo(f"  {name:<6} {prof.description}" + (f" (~{est:g} min)" if est is not None else ""))
+            click.echo(f"  {name:<{width}} {prof.description}" + (f" (~{est:g} min)" if est is not None else ""))
     verdicts = report.latest_verifications(root, m.id)
     click.echo(f"\nclaims ({len(m.claims)}):")
     for c in m.claims:

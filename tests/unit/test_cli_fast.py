@@ -162,6 +162,8 @@ def test_registry_new_then_full_validate(tmp_path):
     assert idx["code"] == 0
     assert val["code"] == 0, val["output"]
     assert "ok: 3 manifests valid (1 implemented), index up to date" in val["output"]
+    profile_lines = show["output"].split("\nprofiles:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [ln[:9] for ln in profile_lines] == ["  smoke  ", "  cpu    ", "  paper  "]  # one aligned column
     resolved = json.loads(show["output"].split("resolved config at smoke:", 1)[1])
     assert resolved["seeds"] == [0] and resolved["train"]["steps"] == 50 and resolved["data"]["dim"] == 20
     assert show_bad["code"] == 2 and "no profile 'gpu'" in show_bad["output"]
@@ -221,6 +223,10 @@ def test_index_lists_supplementary_cpu_profiles(tmp_path):
     assert problems == []
     index.write(root, manifests)
     data = yaml.safe_load((root / "papers.yaml").read_text())
+    show = drive(root, [["show", "zz-impl-a"]])["results"][0]
+    assert show["code"] == 0, show["output"]
+    profile_lines = show["output"].split("\nprofiles:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert {ln[:14] for ln in profile_lines} >= {"  cpu-extra   ", "  smoke       "}  # widest name sets the column
     assert data["supplements"] == {"zz-impl-a--cpu-extra": {"paper": "zz-impl-a", "profile": "cpu-extra",
                                                            "code": data["papers"]["zz-impl-a"]["code"]}}
     dvc = yaml.safe_load((S.HERE.parents[1] / "dvc.yaml").read_text())["stages"]

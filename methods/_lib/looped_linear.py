@@ -63,6 +63,14 @@ def spectrum_covariance(d: int, kappa: float, generator: torch.Generator, spacin
     return (U * lam) @ U.T
 
 
+def rotated_sqrt(lam: Tensor, generator: torch.Generator) -> Tensor:
+    """Square roots L = U diag(sqrt(lam)) (n, d, d, float64; Sigma = L L^T) of task covariances with
+    eigenvalues ``lam`` (n, d) and one Haar rotation U per task, drawn from ``generator``."""
+    n, d = lam.shape
+    U = random_rotation(d, generator, n=n, dtype=torch.float64)
+    return U * lam.sqrt()[:, None, :]
+
+
 def diverse_covariances(n: int, d: int, kappa_min: float, kappa_max: float, generator: torch.Generator,
                         lam_max: float = 1.0) -> tuple[Tensor, Tensor]:
     """``n`` task covariances with condition number k ~ U[kappa_min, kappa_max] each:
@@ -72,8 +80,7 @@ def diverse_covariances(n: int, d: int, kappa_min: float, kappa_max: float, gene
     t = torch.rand(n, d, generator=generator, dtype=torch.float64)
     t[:, 0], t[:, -1] = 0.0, 1.0
     lam = lam_max * torch.exp(-t * torch.log(k)[:, None])  # in [lam_max / k, lam_max]
-    U = random_rotation(d, generator, n=n, dtype=torch.float64)
-    return U * lam.sqrt()[:, None, :], k
+    return rotated_sqrt(lam, generator), k
 
 
 def atom_covariances(n: int, d: int, atoms: list[float], generator: torch.Generator,
@@ -86,8 +93,7 @@ def atom_covariances(n: int, d: int, atoms: list[float], generator: torch.Genera
     a = torch.as_tensor(atoms, dtype=torch.float64)
     idx = torch.randint(len(atoms), (n, d), generator=generator)
     lam = lam_scale * a[idx]
-    U = random_rotation(d, generator, n=n, dtype=torch.float64)
-    return U * lam.sqrt()[:, None, :]
+    return rotated_sqrt(lam, generator)
 
 
 def loguniform_covariances(n: int, d: int, lam_min: float, lam_max: float,
@@ -97,8 +103,7 @@ def loguniform_covariances(n: int, d: int, lam_min: float, lam_max: float,
     Returns the square roots L (n, d, d, float64; Sigma = L L^T)."""
     t = torch.rand(n, d, generator=generator, dtype=torch.float64)
     lam = torch.exp(math.log(lam_min) + t * (math.log(lam_max) - math.log(lam_min)))
-    U = random_rotation(d, generator, n=n, dtype=torch.float64)
-    return U * lam.sqrt()[:, None, :]
+    return rotated_sqrt(lam, generator)
 
 
 def sqrtm_psd(S: Tensor) -> Tensor:

@@ -60,16 +60,18 @@ def _gd_baselines(dc, S, ev, ls, steps: int, more_steps: int | None = None,
                 X, xq = X @ T, xq @ T
             return X, b["Y"].double(), xq, b["yq"].double()
         lr = line_search_gd_lr(*tf(ls), steps=steps)
-        X, Y, xq, yq = tf(ev)
-        out[f"loss_{name}"] = float(((gd_predict(X, Y, xq, lr, steps) - yq) ** 2).mean()) / ref
+
+        def mse(b, k: int) -> float:
+            X, Y, xq, yq = tf(b)
+            return float(((gd_predict(X, Y, xq, lr, k) - yq) ** 2).mean())
+
+        id_short = mse(ev, steps)
+        out[f"loss_{name}"] = id_short / ref
         out[f"{name}_lr"] = lr
         if name == "pgd" and more_steps is not None:
-            for key, b in (("id", ev), ("ood_cov", shifted)):
-                if b is None:
-                    continue
-                X, Y, xq, yq = tf(b)
-                short, long = (float(((gd_predict(X, Y, xq, lr, k) - yq) ** 2).mean()) for k in (steps, more_steps))
-                out[f"pgd_{key}_loop_ratio"] = long / short
+            out["pgd_id_loop_ratio"] = mse(ev, more_steps) / id_short
+            if shifted is not None:
+                out["pgd_ood_cov_loop_ratio"] = mse(shifted, more_steps) / mse(shifted, steps)
     return out
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from methods._lib.distill import kd_loss, one_hot_ce, soft_targets, true_class_prob
+from methods._lib.stats import spearman
 
 
 def load_split(n_train: int, n_test: int, label_noise: float, eval_seed: int, train_seed: int):
@@ -93,13 +94,6 @@ def input_eigenbasis(X: torch.Tensor, rel_floor: float = 1e-6) -> tuple[torch.Te
     return lam[keep].flip(0), V[:, keep].flip(1)
 
 
-def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman correlation (no ties expected: continuous values)."""
-    ra, rb = (t.argsort().argsort().double() for t in (a, b))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
-
-
 def eigen_exaggeration(Xtr, ytr, Xte, yte, tc) -> dict[str, float]:
     """Linear self-distillation by GD; student/teacher weight ratio per input eigendirection."""
     lam, V = input_eigenbasis(Xtr)
@@ -115,7 +109,7 @@ def eigen_exaggeration(Xtr, ytr, Xte, yte, tc) -> dict[str, float]:
         "eig_ratio_top": top,
         "eig_ratio_bottom": bottom,
         "eig_ratio_top_minus_bottom": top - bottom,
-        "eig_ratio_rank_corr": rank_correlation(lam, ratio),
+        "eig_ratio_rank_corr": spearman(lam, ratio),
         "linear_teacher_test_acc": acc(W_t),
         "linear_student_test_acc": acc(W_s),
     }

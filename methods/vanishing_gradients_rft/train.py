@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
+from methods._lib.stats import spearman
+
 N_CLASSES = 10
 
 
@@ -152,7 +154,7 @@ def run_all(cfg, ctx) -> dict[str, float]:
         idx = torch.cat([idx_low, idx_high])
         gall = torch.cat([gl, gh]).numpy()
         sall = std[idx].numpy()
-        out["grad_std_spearman"] = _spearman(gall, sall)
+        out["grad_std_spearman"] = spearman(gall, sall)
 
         # ---- finetuning from the same pretrained point
         state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -165,9 +167,3 @@ def run_all(cfg, ctx) -> dict[str, float]:
             out[f"{mode}_gain_high"] = r["reward_high"] - out["init_reward_high"]
             bar.update(tc.steps)
     return out
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra = np.argsort(np.argsort(a)).astype(float)
-    rb = np.argsort(np.argsort(b)).astype(float)
-    return float(np.corrcoef(ra, rb)[0, 1])

@@ -3,8 +3,8 @@ import numpy as np
 import torch
 
 from methods._lib.distill import kd_loss, soft_targets, true_class_prob
-from methods.student_teacher_deviations.train import (confidence_gaps, gd_linear, input_eigenbasis, load_split,
-                                                      mlp, rank_correlation)
+from methods._lib.stats import spearman
+from methods.student_teacher_deviations.train import confidence_gaps, gd_linear, input_eigenbasis, load_split, mlp
 
 
 def test_kd_loss_is_kl_plus_teacher_entropy_and_minimized_at_teacher():
@@ -61,11 +61,11 @@ def test_input_eigenbasis_is_descending_orthonormal_and_drops_null_directions():
     assert torch.allclose(X.T @ X / 50 @ V, V * lam, atol=1e-4)
 
 
-def test_rank_correlation_known_values():
+def test_spearman_known_values():  # methods/_lib/stats.py (also used by vanishing-gradients-rft)
     a = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    assert abs(rank_correlation(a, a**3) - 1.0) < 1e-12
-    assert abs(rank_correlation(a, -a) + 1.0) < 1e-12
-    assert abs(rank_correlation(a, torch.tensor([2.0, 1.0, 4.0, 3.0])) - 0.6) < 1e-12
+    assert abs(spearman(a, a**3) - 1.0) < 1e-12
+    assert abs(spearman(a, -a) + 1.0) < 1e-12
+    assert abs(spearman(a, torch.tensor([2.0, 1.0, 4.0, 3.0])) - 0.6) < 1e-12
 
 
 def test_gd_linear_matches_closed_form_along_eigendirections_for_squared_loss():

@@ -268,7 +268,10 @@ def _run_options(f):
     f = click.option("--profile", default="cpu", show_default=True, help="smoke | cpu | paper (or any defined).")(f)
     f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Override the manifest's device.")(f)
     f = click.option("--seeds", help="Comma-separated seeds overriding the profile's (e.g. 0,1).")(f)
-    f = click.option("--threads", type=int, help="torch intra-op threads (default: torch's choice).")(f)
+    f = click.option("--threads", type=click.IntRange(min=1),
+                     help="torch intra-op threads (default: torch's choice; 1 per process with --jobs).")(f)
+    f = click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Train seeds in this many processes at once (CPU only); results equal a --threads run.")(f)
     f = click.option("--no-track", is_flag=True, help="Do not log to MLflow (results are still written).")(f)
     f = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(f)
     return f
@@ -301,7 +304,7 @@ def _track(fn, root: Path, paper: str, profile: str, what: str) -> None:
 
 
 def do_train(paper: str, profile: str, device: str | None, seeds: str | None, threads: int | None,
-             no_track: bool, quiet: bool) -> None:
+             no_track: bool, quiet: bool, jobs: int = 1) -> None:
     from . import runner, tracking
 
     root = find_root()
@@ -312,7 +315,7 @@ def do_train(paper: str, profile: str, device: str | None, seeds: str | None, th
     _profile_choice(m, profile)
     try:
         out = runner.train(root, m, path, profile, device=device,
-                           seeds=_parse_seeds(seeds), show_progress=not quiet, threads=threads,
+                           seeds=_parse_seeds(seeds), show_progress=not quiet, threads=threads, jobs=jobs,
                            echo=lambda s: click.echo(s, err=True))
     except runner.RunError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -352,9 +355,9 @@ def do_verify(paper: str, profile: str, no_track: bool) -> int:
 @click.argument("paper")
 @_run_options
 def train(paper: str, profile: str, device: str | None, seeds: str | None, threads: int | None,
-          no_track: bool, quiet: bool) -> None:
+          jobs: int, no_track: bool, quiet: bool) -> None:
     """Train PAPER at a profile: every seed, results to results/PAPER/PROFILE/run, logged to MLflow."""
-    do_train(paper, profile, device, seeds, threads, no_track, quiet)
+    do_train(paper, profile, device, seeds, threads, no_track, quiet, jobs)
 
 
 @cli.command("verify")
@@ -374,9 +377,9 @@ def verify_cmd(paper: str, profile: str, no_track: bool, exit_zero: bool) -> Non
 @click.argument("paper")
 @_run_options
 def run(paper: str, profile: str, device: str | None, seeds: str | None, threads: int | None,
-        no_track: bool, quiet: bool) -> None:
+        jobs: int, no_track: bool, quiet: bool) -> None:
     """Train and verify PAPER at a profile (train + verify); exit 1 when a claim fails."""
-    do_train(paper, profile, device, seeds, threads, no_track, quiet)
+    do_train(paper, profile, device, seeds, threads, no_track, quiet, jobs)
     sys.exit(do_verify(paper, profile, no_track))
 
 

@@ -244,9 +244,90 @@ def _check_metrics(key: str, seed: int, metrics: Any) -> dict[str, float]:
     return out
 
 
+def _train_seed(method, cfg, ctx: RunContext) -> tuple[float, dict[str, float]]:
+    """Seed everything, run the method for ``ctx.seed``, check its metrics; (seconds, metrics)."""
+    seed_everything(ctx.seed, ctx.device)
+    t0 = time.perf_counter()
+    try:
+        raw = method.run(cfg, ctx)
+    except RunError:
+        raise
+    except Exception as exc:  # a method crash: keep the message, say where it happened
+        raise RunError(f"method {method.key!r} failed on seed {ctx.seed}: {type(exc).__name__}: {exc}") from exc
+    seconds = time.perf_counter() - t0
+    return round(seconds, 3), _check_metrics(method.key, ctx.seed, raw)
+
+
+def _seed_job(paper: str, profile: str, method_key: str, method_module: str, sections: dict, seed: int,
+              device: str, seed_dir: str, threads: int) -> dict[str, Any]:
+    """One seed in a worker process (``train(jobs=N)``): the same steps as the sequential loop.
+    Returns a plain dict (picklable); a method crash comes back as ``{"error": message}``."""
+    import importlib
+
+    import torch
+
+    torch.set_num_threads(threads)
+    importlib.import_module(method_module)  # registers the method, also one defined outside methods/
+    method = methods.get(method_key)
+    cfg = method.config.model_validate(sections)
+    ctx = RunContext(paper=paper, profile=profile, seed=seed, device=device, out_dir=Path(seed_dir),
+                     show_progress=False)
+    try:
+        seconds, metrics = _train_seed(method, cfg, ctx)
+    except RunError as exc:
+        return {"error": str(exc)}
+    return {"seed": seed, "seconds": seconds, "metrics": metrics, "curves": ctx.curves}
+
+
+def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: str, method, sections: dict,
+                        dev: str, run_seeds: list[int], tmp: Path, echo) -> tuple[list[dict], list]:
+    """Train the seeds in ``jobs`` worker processes of ``threads`` torch threads each (spawned, so no
+    OpenMP state is inherited). Every seed runs exactly as in the sequential loop with
+    ``torch.set_num_threads(threads)``, so the results equal a ``--threads <threads>`` run."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results: dict[int, dict] = {}
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {}
+        for seed in run_seeds:
+            seed_dir = tmp / f"seed-{seed}"
+            seed_dir.mkdir()
+            futures[pool.submit(_seed_job, manifest.id, profile, method.key, method.module, sections, seed,
+                                dev, str(seed_dir), threads)] = seed
+        echo(f"[{manifest.id}@{profile}] seeds {', '.join(map(str, run_seeds))} on {dev}: {jobs} processes "
+             f"x {threads} thread(s) ...")
+        for fut in as_completed(futures):
+            seed = futures[fut]
+            out = fut.result()
+            if "error" in out:
+                raise RunError(out["error"])
+            results[seed] = out
+            echo(f"[{manifest.id}@{profile}] seed {seed} done in {out['seconds']:.1f}s")
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    per_seed, curves = [], []
+    for seed in run_seeds:  # the sequential loop's order, whatever order the workers finished in
+        out = results[seed]
+        per_seed.append({"seed": seed, "seconds": out["seconds"], "metrics": out["metrics"]})
+        curves += [tuple(c) for c in out["curves"]]
+        seed_dir = tmp / f"seed-{seed}"
+        if not any(seed_dir.iterdir()):
+            seed_dir.rmdir()
+    return per_seed, curves
+
+
 def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, device: str | None = None,
           seeds: list[int] | None = None, show_progress: bool = True, threads: int | None = None,
-          echo=print) -> RunOutcome:
+          jobs: int = 1, echo=print) -> RunOutcome:
+    """Train every seed of ``profile`` and write ``results/<id>/<profile>/run`` atomically.
+
+    ``jobs`` > 1 trains seeds in that many worker processes on CPU, each with ``threads`` torch
+    threads (default 1); results then equal a sequential run with ``threads=<that number>``.
+    """
     import torch
 
     resolved = resolve(manifest, profile)
@@ -257,11 +338,21 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
         est = manifest.hardware.estimated_minutes.get("paper")
         echo("warning: the 'paper' profile is the paper's own setup, meant for a GPU"
              + (f" (~{est:g} min there)" if est is not None else "") + "; running it on CPU will be slow")
-    if threads:
-        torch.set_num_threads(threads)
+    if jobs < 1:
+        raise RunError(f"jobs must be >= 1, got {jobs}")
+    if threads is not None and threads < 1:
+        raise RunError(f"threads must be >= 1, got {threads}")
     run_seeds = list(seeds) if seeds else resolved.seeds
     if len(set(run_seeds)) != len(run_seeds):
         raise RunError(f"seeds must be distinct, got {run_seeds}")
+    jobs = min(jobs, len(run_seeds))
+    if jobs > 1 and dev != "cpu":
+        echo(f"note: --jobs applies to CPU runs only; the seeds run one after another on {dev}")
+        jobs = 1
+    if jobs > 1:
+        threads = threads or 1
+    if threads:
+        torch.set_num_threads(threads)
     ident = run_identity(resolved, method)
 
     final = run_dir(root, manifest.id, profile)
@@ -273,27 +364,22 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
         per_seed = []
         curves: list[tuple[int, int, str, float]] = []
         t_all = time.perf_counter()
-        for seed in run_seeds:
-            seed_dir = tmp / f"seed-{seed}"
-            seed_dir.mkdir()
-            ctx = RunContext(paper=manifest.id, profile=profile, seed=seed, device=dev, out_dir=seed_dir,
-                             show_progress=show_progress)
-            seed_everything(seed, dev)
-            echo(f"[{manifest.id}@{profile}] seed {seed} on {dev} ...")
-            t0 = time.perf_counter()
-            try:
-                raw = method.run(cfg, ctx)
-            except RunError:
-                raise
-            except Exception as exc:  # a method crash: keep the message, say where it happened
-                raise RunError(f"method {method.key!r} failed on seed {seed}: {type(exc).__name__}: {exc}") from exc
-            seconds = time.perf_counter() - t0
-            metrics = _check_metrics(method.key, seed, raw)
-            per_seed.append({"seed": seed, "seconds": round(seconds, 3), "metrics": metrics})
-            curves += ctx.curves
-            if not any(seed_dir.iterdir()):
-                seed_dir.rmdir()
-            echo(f"[{manifest.id}@{profile}] seed {seed} done in {seconds:.1f}s")
+        if jobs > 1:
+            per_seed, curves = _run_seeds_parallel(jobs, threads, manifest, profile, method,
+                                                   resolved.method_sections(), dev, run_seeds, tmp, echo)
+        else:
+            for seed in run_seeds:
+                seed_dir = tmp / f"seed-{seed}"
+                seed_dir.mkdir()
+                ctx = RunContext(paper=manifest.id, profile=profile, seed=seed, device=dev, out_dir=seed_dir,
+                                 show_progress=show_progress)
+                echo(f"[{manifest.id}@{profile}] seed {seed} on {dev} ...")
+                seconds, metrics = _train_seed(method, cfg, ctx)
+                per_seed.append({"seed": seed, "seconds": seconds, "metrics": metrics})
+                curves += ctx.curves
+                if not any(seed_dir.iterdir()):
+                    seed_dir.rmdir()
+                echo(f"[{manifest.id}@{profile}] seed {seed} done in {seconds:.1f}s")
         record = {
             "paper": manifest.id, "profile": profile, "method": method.key, "run_id": ident,
             "device": dev, "seeds": run_seeds, "per_seed": per_seed,
@@ -304,7 +390,7 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
         _write_json(tmp / "metrics.json", record)
         write_curves_csv(tmp / "curves.csv", curves)
         plot_curves(tmp / "curves.png", curves, f"{manifest.id} @ {profile}")
-        _write_json(tmp / "environment.json", environment(root, dev, manifest_path) | {"run_id": ident})
+        _write_json(tmp / "environment.json", environment(root, dev, manifest_path) | {"run_id": ident, "jobs": jobs})
         shutil.copyfile(manifest_path, tmp / "manifest.yaml")
         replace_dir(tmp, final)
     except BaseException:

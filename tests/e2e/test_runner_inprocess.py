@@ -151,3 +151,50 @@ def test_unknown_paper_and_profile(root: Path) -> None:
     assert res.exit_code == 2 and "Did you mean 'zz-e2e'" in res.output
     res = CliRunner().invoke(cli, ["run", "zz-e2e", "--profile", "gpu"])
     assert res.exit_code == 2 and "no profile 'gpu'" in res.output
+
+
+def test_jobs_run_seeds_in_processes_like_a_sequential_run(root: Path) -> None:
+    path = write(root, 1.0)
+    seq = runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
+    seq_rec = json.loads((seq.run_dir / "metrics.json").read_text())
+    seq_curves = runner.read_curves_csv(seq.run_dir / "curves.csv")
+    lines: list[str] = []
+    par = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lines.append)
+    rec = json.loads((par.run_dir / "metrics.json").read_text())
+    assert [s["seed"] for s in rec["per_seed"]] == [0, 1, 2]
+    assert [s["metrics"] for s in rec["per_seed"]] == [s["metrics"] for s in seq_rec["per_seed"]]
+    assert runner.read_curves_csv(par.run_dir / "curves.csv") == seq_curves
+    env = json.loads((par.run_dir / "environment.json").read_text())
+    assert env["jobs"] == 2 and env["torch_threads"] == 1
+    assert any("2 processes x 1 thread" in line for line in lines)
+
+
+def test_jobs_crash_names_the_seed_and_keeps_previous_results(root: Path) -> None:
+    path = write(root, 1.0)
+    first = runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None)
+    before = (first.run_dir / "metrics.json").read_text()
+    path.write_text(path.read_text().replace("data: {value: 1.0}", "data: {value: 1.0, crash_on_seed: 1}"))
+    with pytest.raises(runner.RunError, match="seed 1.*boom"):
+        runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
+    assert (first.run_dir / "metrics.json").read_text() == before
+    assert [p.name for p in first.run_dir.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_jobs_equal_a_single_thread_run_for_a_torch_method(tmp_path: Path) -> None:
+    """A real method (rasp-l smoke, two seeds): 2 worker processes give the same numbers as
+    one thread in one process (timing metrics aside)."""
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    path = tmp_path / "manifests" / "rasp-l-length-generalization.yaml"
+    path.write_text((repo / "manifests" / "rasp-l-length-generalization.yaml").read_text())
+    m = mf.load(path)
+    kw = dict(seeds=[0, 1], show_progress=False, echo=lambda s: None)
+    seq = runner.train(tmp_path, m, path, "smoke", threads=1, **kw).record
+    par = runner.train(tmp_path, m, path, "smoke", jobs=2, **kw).record
+
+    def numbers(rec: dict) -> list[dict]:
+        return [{k: v for k, v in s["metrics"].items() if not k.endswith("_seconds")} for s in rec["per_seed"]]
+
+    assert numbers(par) == numbers(seq)
+    assert len(numbers(par)[0]) > 10

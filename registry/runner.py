@@ -279,36 +279,32 @@ def _seed_job(paper: str, profile: str, method_key: str, method_module: str, sec
     return {"seed": seed, "seconds": seconds, "metrics": metrics, "curves": ctx.curves}
 
 
+def _seed_job_packed(args: tuple) -> dict[str, Any]:
+    return _seed_job(*args)
+
+
 def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: str, method, sections: dict,
                         dev: str, run_seeds: list[int], tmp: Path, echo) -> tuple[list[dict], list]:
     """Train the seeds in ``jobs`` worker processes of ``threads`` torch threads each (spawned, so no
     OpenMP state is inherited). Every seed runs exactly as in the sequential loop with
-    ``torch.set_num_threads(threads)``, so the results equal a ``--threads <threads>`` run."""
+    ``torch.set_num_threads(threads)``, so the results equal a ``--threads <threads>`` run. On the
+    first failure (or Ctrl-C) the pool is terminated, so no worker writes into ``tmp`` afterwards."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    tasks = []
+    for seed in run_seeds:
+        seed_dir = tmp / f"seed-{seed}"
+        seed_dir.mkdir()
+        tasks.append((manifest.id, profile, method.key, method.module, sections, seed, dev, str(seed_dir), threads))
+    echo(f"[{manifest.id}@{profile}] seeds {', '.join(map(str, run_seeds))} on {dev}: {jobs} processes "
+         f"x {threads} thread(s) ...")
     results: dict[int, dict] = {}
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures = {}
-        for seed in run_seeds:
-            seed_dir = tmp / f"seed-{seed}"
-            seed_dir.mkdir()
-            futures[pool.submit(_seed_job, manifest.id, profile, method.key, method.module, sections, seed,
-                                dev, str(seed_dir), threads)] = seed
-        echo(f"[{manifest.id}@{profile}] seeds {', '.join(map(str, run_seeds))} on {dev}: {jobs} processes "
-             f"x {threads} thread(s) ...")
-        for fut in as_completed(futures):
-            seed = futures[fut]
-            out = fut.result()
+    with multiprocessing.get_context("spawn").Pool(processes=jobs) as pool:  # exit terminates the workers
+        for out in pool.imap_unordered(_seed_job_packed, tasks):
             if "error" in out:
                 raise RunError(out["error"])
-            results[seed] = out
-            echo(f"[{manifest.id}@{profile}] seed {seed} done in {out['seconds']:.1f}s")
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
+            results[out["seed"]] = out
+            echo(f"[{manifest.id}@{profile}] seed {out['seed']} done in {out['seconds']:.1f}s")
     per_seed, curves = [], []
     for seed in run_seeds:  # the sequential loop's order, whatever order the workers finished in
         out = results[seed]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from registry.methods import MethodConfig, Strict, register
 class _Data(Strict):
     value: float = 1.0
     crash_on_seed: int = Field(-1)
+    slow_seconds: float = 0.0  # the other seeds sleep this long, then write a file
 
 
 class _Model(Strict):
@@ -39,6 +41,10 @@ def _run(cfg: _Config, ctx) -> dict[str, float]:
         ctx.log(step, loss=1.0 / (step + 1))
     if ctx.seed == cfg.data.crash_on_seed:
         raise RuntimeError("boom")
+    if cfg.data.slow_seconds:
+        time.sleep(cfg.data.slow_seconds)
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.out_dir / "done.txt").write_text("done")
     return {"score": cfg.data.value + 0.01 * ctx.seed, "other": 0.5}
 
 
@@ -173,9 +179,13 @@ def test_jobs_crash_names_the_seed_and_keeps_previous_results(root: Path) -> Non
     path = write(root, 1.0)
     first = runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None)
     before = (first.run_dir / "metrics.json").read_text()
-    path.write_text(path.read_text().replace("data: {value: 1.0}", "data: {value: 1.0, crash_on_seed: 1}"))
+    # seed 1 crashes at once while seed 0 is still running; seed 0 would write a file 1.5 s later
+    path.write_text(path.read_text().replace("data: {value: 1.0}",
+                                             "data: {value: 1.0, crash_on_seed: 1, slow_seconds: 1.5}"))
     with pytest.raises(runner.RunError, match="seed 1.*boom"):
-        runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
+        runner.train(root, mf.load(path), path, "cpu", seeds=[0, 1], jobs=2, show_progress=False,
+                     echo=lambda s: None)
+    time.sleep(2.5)  # a surviving worker would have written into the removed temporary directory by now
     assert (first.run_dir / "metrics.json").read_text() == before
     assert [p.name for p in first.run_dir.parent.iterdir() if p.name.startswith(".")] == []
 

@@ -121,7 +121,8 @@ def show(paper: str, profile: str | None) -> None:
         width = max(6, *(len(name) for name in m.profiles))
         for name, prof in m.profiles.items():
             est = m.hardware.estimated_minutes.get(name)
-            click.echo(f"  {name:<{width}} {prof.description}" + (f" (~{est:g} min)" if est is not None else ""))
+            extra = ([f"~{est:g} min"] if est is not None else []) + ([f"{prof.jobs} CPU jobs"] if prof.jobs else [])
+            click.echo(f"  {name:<{width}} {prof.description}" + (f" ({', '.join(extra)})" if extra else ""))
     verdicts = report.latest_verifications(root, m.id)
     click.echo(f"\nclaims ({len(m.claims)}):")
     for c in m.claims:
@@ -270,8 +271,9 @@ def _run_options(f):
     f = click.option("--seeds", help="Comma-separated seeds overriding the profile's (e.g. 0,1).")(f)
     f = click.option("--threads", type=click.IntRange(min=1),
                      help="torch intra-op threads (default: torch's choice; 1 per process with --jobs).")(f)
-    f = click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Train seeds in this many processes at once (CPU only); results equal a --threads run.")(f)
+    f = click.option("--jobs", type=click.IntRange(min=1),
+                     help="Train seeds (and a method's declared parts) in this many processes at once (CPU only; "
+                          "default: the profile's jobs, else 1); results equal a --threads run.")(f)
     f = click.option("--no-track", is_flag=True, help="Do not log to MLflow (results are still written).")(f)
     f = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(f)
     return f
@@ -304,7 +306,7 @@ def _track(fn, root: Path, paper: str, profile: str, what: str) -> None:
 
 
 def do_train(paper: str, profile: str, device: str | None, seeds: str | None, threads: int | None,
-             no_track: bool, quiet: bool, jobs: int = 1) -> None:
+             no_track: bool, quiet: bool, jobs: int | None = None) -> None:
     from . import runner, tracking
 
     root = find_root()
@@ -355,7 +357,7 @@ def do_verify(paper: str, profile: str, no_track: bool) -> int:
 @click.argument("paper")
 @_run_options
 def train(paper: str, profile: str, device: str | None, seeds: str | None, threads: int | None,
-          jobs: int, no_track: bool, quiet: bool) -> None:
+          jobs: int | None, no_track: bool, quiet: bool) -> None:
     """Train PAPER at a profile: every seed, results to results/PAPER/PROFILE/run, logged to MLflow."""
     do_train(paper, profile, device, seeds, threads, no_track, quiet, jobs)
 
@@ -377,7 +379,7 @@ def verify_cmd(paper: str, profile: str, no_track: bool, exit_zero: bool) -> Non
 @click.argument("paper")
 @_run_options
 def run(paper: str, profile: str, device: str | None, seeds: str | None, threads: int | None,
-        jobs: int, no_track: bool, quiet: bool) -> None:
+        jobs: int | None, no_track: bool, quiet: bool) -> None:
     """Train and verify PAPER at a profile (train + verify); exit 1 when a claim fails."""
     do_train(paper, profile, device, seeds, threads, no_track, quiet, jobs)
     sys.exit(do_verify(paper, profile, no_track))

@@ -20,6 +20,7 @@ class RunContext:
     device: str  # "cpu" or "cuda"
     out_dir: Path
     show_progress: bool = True
+    part: str | None = None  # set when the runner computes one declared part of the seed (``--jobs``)
     curves: list[tuple[int, int, str, float]] = field(default_factory=list)
 
     def seed_for(self, purpose: str) -> int:
@@ -32,6 +33,10 @@ class RunContext:
         base = "eval" if purpose == "eval" else f"{self.seed}:{purpose}"
         digest = hashlib.sha256(f"{self.paper}:{base}".encode()).digest()
         return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+    def runs(self, part: str) -> bool:
+        """Whether this call computes ``part`` (every part when the runner did not split the seed)."""
+        return self.part is None or self.part == part
 
     def log(self, step: int, **metrics: float) -> None:
         """Record per-step values (loss curves, eval curves). Non-finite values are kept as NaN."""

@@ -248,6 +248,7 @@ class Resolved:
     train: dict[str, Any]
     seeds: list[int]
     device: str
+    jobs: int | None = None  # the profile's CPU worker processes (None: one process)
 
     def method_sections(self) -> dict[str, dict[str, Any]]:
         return {"data": self.data, "model": self.model, "train": self.train}
@@ -273,6 +274,7 @@ def resolve(m: Manifest, profile: str) -> Resolved:
         train=train,
         seeds=seeds,
         device=p.device or m.hardware.device,
+        jobs=p.jobs,
     )
 
 

@@ -5,6 +5,22 @@ Method packages live under ``methods/`` and register themselves on import::
     @register("position-coupling", config=Config)
     def run(cfg: Config, ctx: RunContext) -> dict[str, float]: ...
 
+A method whose seed consists of independent pieces (e.g. several models trained on their own
+generators) may declare them, so that ``registry run --jobs N`` can spread one seed over
+several processes::
+
+    @register("icl-what-learning-algorithm", config=Config,
+              parts=lambda cfg: {"main": 1.0, "noisy": 4.0})   # name -> relative cost, in run order
+    def run(cfg, ctx):
+        for tag in ...:
+            if not ctx.runs(tag):
+                continue
+            ...
+
+With a part set, ``ctx.part`` names the one piece to compute and ``run`` returns only its metrics;
+the runner merges the parts of a seed in the declared order. Results must not depend on which
+other parts ran in the same process (use generators seeded by ``ctx.seed_for``, not global state).
+
 Importing a method package must stay cheap (no torch, no mlflow): the heavy
 imports belong inside ``run`` so that ``registry validate`` can check configs
 against the typed ``Config`` without loading a deep-learning framework.
@@ -36,6 +52,7 @@ class MethodConfig(Strict):
 
 
 RunFn = Callable[[Any, Any], Mapping[str, float]]
+PartsFn = Callable[[Any], Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,14 @@ class Method:
     run: RunFn
     config: type[MethodConfig]
     module: str
+    parts: PartsFn | None = None  # cfg -> {part name: relative cost}, in the order run() computes them
+
+    def part_costs(self, cfg: Any) -> dict[str, float]:
+        """The seed's independent parts for ``cfg`` ({} when the method declares none, or only one)."""
+        if self.parts is None:
+            return {}
+        costs = {str(k): float(v) for k, v in self.parts(cfg).items()}
+        return costs if len(costs) > 1 else {}
 
     @property
     def source_dir(self) -> Path:
@@ -70,8 +95,9 @@ _REGISTRY: dict[str, Method] = {}
 _DISCOVERED = False
 
 
-def register(key: str, *, config: type[MethodConfig]) -> Callable[[RunFn], RunFn]:
-    """Register ``fn`` as the entry point of method ``key``; double registration is an error."""
+def register(key: str, *, config: type[MethodConfig], parts: PartsFn | None = None) -> Callable[[RunFn], RunFn]:
+    """Register ``fn`` as the entry point of method ``key``; double registration is an error.
+    ``parts`` (optional): see the module docstring."""
 
     if not isinstance(config, type) or not issubclass(config, MethodConfig):
         raise TypeError(f"method {key!r}: config must subclass registry.methods.MethodConfig")
@@ -82,7 +108,7 @@ def register(key: str, *, config: type[MethodConfig]) -> Callable[[RunFn], RunFn
             raise ValueError(
                 f"method {key!r} registered twice: by {existing.module} and {fn.__module__}"
             )
-        _REGISTRY[key] = Method(key=key, run=fn, config=config, module=fn.__module__)
+        _REGISTRY[key] = Method(key=key, run=fn, config=config, module=fn.__module__, parts=parts)
         return fn
 
     return deco

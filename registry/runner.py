@@ -245,23 +245,26 @@ def _check_metrics(key: str, seed: int, metrics: Any) -> dict[str, float]:
 
 
 def _train_seed(method, cfg, ctx: RunContext) -> tuple[float, dict[str, float]]:
-    """Seed everything, run the method for ``ctx.seed``, check its metrics; (seconds, metrics)."""
+    """Seed everything, run the method for ``ctx.seed`` (or one part of it), check its metrics;
+    (seconds, metrics)."""
     seed_everything(ctx.seed, ctx.device)
+    where = f"seed {ctx.seed}" + (f" (part {ctx.part!r})" if ctx.part is not None else "")
     t0 = time.perf_counter()
     try:
         raw = method.run(cfg, ctx)
     except RunError:
         raise
     except Exception as exc:  # a method crash: keep the message, say where it happened
-        raise RunError(f"method {method.key!r} failed on seed {ctx.seed}: {type(exc).__name__}: {exc}") from exc
+        raise RunError(f"method {method.key!r} failed on {where}: {type(exc).__name__}: {exc}") from exc
     seconds = time.perf_counter() - t0
     return round(seconds, 3), _check_metrics(method.key, ctx.seed, raw)
 
 
 def _seed_job(paper: str, profile: str, method_key: str, method_module: str, sections: dict, seed: int,
-              device: str, seed_dir: str, threads: int) -> dict[str, Any]:
-    """One seed in a worker process (``train(jobs=N)``): the same steps as the sequential loop.
-    Returns a plain dict (picklable); a method crash comes back as ``{"error": message}``."""
+              part: str | None, device: str, seed_dir: str, threads: int) -> dict[str, Any]:
+    """One seed, or one declared part of it, in a worker process (``train(jobs=N)``): the same steps
+    as the sequential loop. Returns a plain dict (picklable); a method crash comes back as
+    ``{"error": message}``."""
     import importlib
 
     import torch
@@ -271,45 +274,64 @@ def _seed_job(paper: str, profile: str, method_key: str, method_module: str, sec
     method = methods.get(method_key)
     cfg = method.config.model_validate(sections)
     ctx = RunContext(paper=paper, profile=profile, seed=seed, device=device, out_dir=Path(seed_dir),
-                     show_progress=False)
+                     show_progress=False, part=part)
     try:
         seconds, metrics = _train_seed(method, cfg, ctx)
     except RunError as exc:
         return {"error": str(exc)}
-    return {"seed": seed, "seconds": seconds, "metrics": metrics, "curves": ctx.curves}
+    return {"seed": seed, "part": part, "seconds": seconds, "metrics": metrics, "curves": ctx.curves}
 
 
 def _seed_job_packed(args: tuple) -> dict[str, Any]:
     return _seed_job(*args)
 
 
+def _merge_parts(key: str, seed: int, outs: list[dict]) -> dict[str, float]:
+    merged: dict[str, float] = {}
+    for out in outs:
+        clash = sorted(set(merged) & set(out["metrics"]))
+        if clash:
+            raise RunError(f"method {key!r} (seed {seed}) returned metric {clash[0]!r} from two parts "
+                           f"(part {out['part']!r} and an earlier one): each part must return only its own metrics")
+        merged.update(out["metrics"])
+    return merged
+
+
 def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: str, method, sections: dict,
-                        dev: str, run_seeds: list[int], tmp: Path, echo) -> tuple[list[dict], list]:
+                        parts: dict[str, float], dev: str, run_seeds: list[int], tmp: Path,
+                        echo) -> tuple[list[dict], list]:
     """Train the seeds in ``jobs`` worker processes of ``threads`` torch threads each (spawned, so no
-    OpenMP state is inherited). Every seed runs exactly as in the sequential loop with
-    ``torch.set_num_threads(threads)``, so the results equal a ``--threads <threads>`` run. On the
-    first failure (or Ctrl-C) the pool is terminated, so no worker writes into ``tmp`` afterwards."""
+    OpenMP state is inherited). With declared ``parts`` (name -> relative cost) every (seed, part) is
+    its own task, the costliest first, and a seed's parts are merged in their declared order. Every
+    task runs exactly as in the sequential loop with ``torch.set_num_threads(threads)``, so the results
+    equal a ``--threads <threads>`` run. On the first failure (or Ctrl-C) the pool is terminated, so no
+    worker writes into ``tmp`` afterwards."""
     import multiprocessing
 
-    tasks = []
+    names: list[str | None] = list(parts) or [None]
+    units = [(seed, part) for part in names for seed in run_seeds]
+    units.sort(key=lambda u: -parts.get(u[1], 1.0) if u[1] is not None else 0.0)  # stable: seeds stay in order
     for seed in run_seeds:
-        seed_dir = tmp / f"seed-{seed}"
-        seed_dir.mkdir()
-        tasks.append((manifest.id, profile, method.key, method.module, sections, seed, dev, str(seed_dir), threads))
-    echo(f"[{manifest.id}@{profile}] seeds {', '.join(map(str, run_seeds))} on {dev}: {jobs} processes "
-         f"x {threads} thread(s) ...")
-    results: dict[int, dict] = {}
+        (tmp / f"seed-{seed}").mkdir()
+    tasks = [(manifest.id, profile, method.key, method.module, sections, seed, part, dev,
+              str(tmp / f"seed-{seed}"), threads) for seed, part in units]
+    what = f"seeds {', '.join(map(str, run_seeds))}" + (f" x parts {', '.join(parts)}" if parts else "")
+    echo(f"[{manifest.id}@{profile}] {what} on {dev}: {jobs} processes x {threads} thread(s) ...")
+    results: dict[tuple[int, str | None], dict] = {}
     with multiprocessing.get_context("spawn").Pool(processes=jobs) as pool:  # exit terminates the workers
         for out in pool.imap_unordered(_seed_job_packed, tasks):
             if "error" in out:
                 raise RunError(out["error"])
-            results[out["seed"]] = out
-            echo(f"[{manifest.id}@{profile}] seed {out['seed']} done in {out['seconds']:.1f}s")
+            results[(out["seed"], out["part"])] = out
+            label = f"seed {out['seed']}" + (f" part {out['part']}" if out["part"] is not None else "")
+            echo(f"[{manifest.id}@{profile}] {label} done in {out['seconds']:.1f}s")
     per_seed, curves = [], []
     for seed in run_seeds:  # the sequential loop's order, whatever order the workers finished in
-        out = results[seed]
-        per_seed.append({"seed": seed, "seconds": out["seconds"], "metrics": out["metrics"]})
-        curves += [tuple(c) for c in out["curves"]]
+        outs = [results[(seed, part)] for part in names]
+        per_seed.append({"seed": seed, "seconds": round(sum(o["seconds"] for o in outs), 3),
+                         "metrics": _merge_parts(method.key, seed, outs)})
+        for o in outs:
+            curves += [tuple(c) for c in o["curves"]]
         seed_dir = tmp / f"seed-{seed}"
         if not any(seed_dir.iterdir()):
             seed_dir.rmdir()
@@ -318,11 +340,12 @@ def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: st
 
 def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, device: str | None = None,
           seeds: list[int] | None = None, show_progress: bool = True, threads: int | None = None,
-          jobs: int = 1, echo=print) -> RunOutcome:
+          jobs: int | None = None, echo=print) -> RunOutcome:
     """Train every seed of ``profile`` and write ``results/<id>/<profile>/run`` atomically.
 
-    ``jobs`` > 1 trains seeds in that many worker processes on CPU, each with ``threads`` torch
-    threads (default 1); results then equal a sequential run with ``threads=<that number>``.
+    ``jobs`` > 1 trains seeds (and the parts a method declares within a seed) in that many worker
+    processes on CPU, each with ``threads`` torch threads (default 1); results then equal a
+    sequential run with ``threads=<that number>``. ``jobs=None`` takes the profile's ``jobs`` (default 1).
     """
     import torch
 
@@ -334,6 +357,8 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
         est = manifest.hardware.estimated_minutes.get("paper")
         echo("warning: the 'paper' profile is the paper's own setup, meant for a GPU"
              + (f" (~{est:g} min there)" if est is not None else "") + "; running it on CPU will be slow")
+    if jobs is None:
+        jobs = resolved.jobs or 1
     if jobs < 1:
         raise RunError(f"jobs must be >= 1, got {jobs}")
     if threads is not None and threads < 1:
@@ -341,9 +366,11 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
     run_seeds = list(seeds) if seeds else resolved.seeds
     if len(set(run_seeds)) != len(run_seeds):
         raise RunError(f"seeds must be distinct, got {run_seeds}")
-    jobs = min(jobs, len(run_seeds))
+    parts = method.part_costs(cfg)
+    jobs = min(jobs, len(run_seeds) * max(1, len(parts)))
     if jobs > 1 and dev != "cpu":
-        echo(f"note: --jobs applies to CPU runs only; the seeds run one after another on {dev}")
+        echo(f"note: parallel jobs (--jobs or the profile's jobs) apply to CPU runs only; the seeds run one "
+             f"after another on {dev}")
         jobs = 1
     if jobs > 1:
         threads = threads or 1
@@ -362,7 +389,7 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
         t_all = time.perf_counter()
         if jobs > 1:
             per_seed, curves = _run_seeds_parallel(jobs, threads, manifest, profile, method,
-                                                   resolved.method_sections(), dev, run_seeds, tmp, echo)
+                                                   resolved.method_sections(), parts, dev, run_seeds, tmp, echo)
         else:
             for seed in run_seeds:
                 seed_dir = tmp / f"seed-{seed}"

@@ -90,6 +90,9 @@ class Profile(Model):
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     device: Literal["auto", "cpu", "cuda"] | None = None
+    jobs: int | None = Field(
+        None, ge=1, description="CPU worker processes for this profile (one torch thread each; seeds and declared "
+        "method parts run in parallel, with the numbers of a one-thread run); `--jobs` overrides it.")
 
 
 class Metric(Model):

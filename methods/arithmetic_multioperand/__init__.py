@@ -88,7 +88,13 @@ class Config(MethodConfig):
     train: Train = Train()
 
 
-@register("arithmetic-multioperand-length-generalization", config=Config)
+def _parts(cfg: Config) -> dict[str, float]:
+    # one model per variant on the same generators: independent parts of a seed; the scratchpad makes
+    # sequences about twice as long
+    return {v: 2.0 if v.startswith("scratchpad") else 1.0 for v in cfg.model.variants}
+
+
+@register("arithmetic-multioperand-length-generalization", config=Config, parts=_parts)
 def run(cfg: Config, ctx) -> dict[str, float]:
     from .train import run_all  # torch is imported lazily
 

@@ -112,7 +112,14 @@ class Config(MethodConfig):
         return self
 
 
-@register("formal-length-generalization-framework", config=Config)
+def _parts(cfg: Config) -> dict[str, float]:
+    # one model per task on its own generators: independent parts of a seed; cost ~ steps x layers x width
+    return {name: float((cfg.model.tasks[name].steps or cfg.train.steps) * cfg.model.tasks[name].n_layers
+                        * cfg.model.tasks[name].d_model)
+            for name in cfg.data.tasks}
+
+
+@register("formal-length-generalization-framework", config=Config, parts=_parts)
 def run(cfg: Config, ctx) -> dict[str, float]:
     from .train import run_all  # torch is imported lazily
 

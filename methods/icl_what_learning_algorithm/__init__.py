@@ -14,7 +14,8 @@ tasks) and 3-nearest-neighbours (uniform). Metrics (Sec. 4.1), both divided by d
 * ILWD: implicit linear weight difference ``E ||w_A1 - w_A2||^2`` where ``w_A`` is the least-squares
   linear fit to A's predictions on unlabeled probe inputs (the exact weights for linear A).
 
-One ``run`` trains up to three models on identical seeds: ``main`` (noiseless, ``model.n_layers``),
+One ``run`` trains up to three models on identical seeds (independent parts: ``registry run
+--jobs N`` may train them in separate processes): ``main`` (noiseless, ``model.n_layers``),
 ``noisy`` (``data.noisy_std`` > 0, same architecture; compared with several ridge parameters) and
 ``shallow`` (noiseless, ``model.shallow_layers``; the depth transition of Fig. 3); the noisy model
 may train for its own ``train.noisy_steps``. Metrics are
@@ -82,7 +83,24 @@ class Config(MethodConfig):
     train: Train = Train()
 
 
-@register("icl-what-learning-algorithm", config=Config)
+def setups(cfg: Config) -> list[tuple[str, int, float, int]]:
+    """The models one seed trains, in order: (tag, depth, label noise sigma, training steps).
+    Each has its own generators (``ctx.seed_for`` of its tag), so they are independent parts."""
+    mc, tc = cfg.model, cfg.train
+    out = [("main", mc.n_layers, 0.0, tc.steps)]
+    if cfg.data.noisy_std > 0:
+        out.append(("noisy", mc.n_layers, cfg.data.noisy_std, tc.noisy_steps or tc.steps))
+    if mc.shallow_layers is not None:
+        out.append(("shallow", mc.shallow_layers, 0.0, tc.steps))
+    return out
+
+
+def _parts(cfg: Config) -> dict[str, float]:
+    # relative cost: training steps x depth (+1 for the embedding, read-out and data)
+    return {tag: float(steps * (depth + 1)) for tag, depth, _, steps in setups(cfg)}
+
+
+@register("icl-what-learning-algorithm", config=Config, parts=_parts)
 def run(cfg: Config, ctx) -> dict[str, float]:
     from .train import run_all  # torch is imported lazily
 

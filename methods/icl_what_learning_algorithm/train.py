@@ -202,19 +202,16 @@ def _summarise(per_k: dict[str, list[float]], d: int, tag: str, ctx) -> dict[str
 
 
 def run_all(cfg, ctx) -> dict[str, float]:
+    from . import setups
+
     dc, mc, tc = cfg.data, cfg.model, cfg.train
     d, n = dc.d, dc.n_points
     # Data, baselines and metrics live on CPU (CPU generators: identical data on every device); the
     # transformer trains and predicts on ctx.device.
-
-    setups = [("main", mc.n_layers, 0.0)]
-    if dc.noisy_std > 0:
-        setups.append(("noisy", mc.n_layers, dc.noisy_std))
-    if mc.shallow_layers is not None:
-        setups.append(("shallow", mc.shallow_layers, 0.0))
-
     out: dict[str, float] = {}
-    for i, (tag, depth, sigma) in enumerate(setups):
+    for tag, depth, sigma, steps in setups(cfg):
+        if not ctx.runs(tag):
+            continue
         # evaluation, probe and line-search data: fixed across seeds (offset per noise level)
         g_eval = torch.Generator().manual_seed(ctx.seed_for("eval") + (1000 if sigma > 0 else 0))
         ev = sample_sequences(tc.eval_tasks, d, n, generator=g_eval, w_std=dc.w_std, noise_std=sigma)
@@ -228,7 +225,6 @@ def run_all(cfg, ctx) -> dict[str, float]:
         model.init_weights(g_init)
         model.to(ctx.device)
         g_train = torch.Generator().manual_seed(ctx.seed_for(f"train-data-{tag}"))
-        steps = tc.noisy_steps if sigma > 0 and tc.noisy_steps is not None else tc.steps
         _train(model, cfg, g_train, sigma, ctx, tag, steps)
         model.eval()
         out.update(_summarise(evaluate(model, cfg, ev, probes, gd_lrs, sigma, dev=ctx.device), d, tag, ctx))

@@ -4,6 +4,8 @@ Digits of equal significance in the operands and the answer share one learned ab
 position ID (with a random starting offset during training). One ``run`` trains one model
 per position scheme listed in ``model.schemes`` on identical data and reports exact-match
 accuracy per test length, prefixed by scheme (``coupled_acc_len10``, ``absolute_acc_len10``...).
+The schemes are independent parts of a seed (``--jobs`` / a profile's ``jobs`` trains them in
+separate processes).
 
 Defaults are the paper's addition setup (official scripts/addition/run_coupling.sh, first
 commit): 1-layer 4-head decoder-only T5-style model, train on 1-30 digit operands,
@@ -20,11 +22,12 @@ summand and the reversed sum zero-padded to the width of the largest possible su
 significance in all summands and the sum sharing one coupled ID, training lengths sampled per
 summand or shared with probability 1/2 (official ``partially_uniform``); ``*_digits`` and
 ``test_lengths`` count the longest summand's digits, metric names carry a ``sum3_`` tag
-(``coupled_sum3_acc_len8``). Recorded cpu-multisummand run (1-5 digits, 2 seeds): 2 of 4 scaled
-claims pass. Coupled exact match 0.09 / 1.00 at 5 digits and 0.08 / 0.90 at 6 (both "coupled" claims
-fail on the mean); the failing seed gets only the least significant answer digit wrong, which sits at
-the rarely trained lowest coupled IDs (the model is 1.00 / 0.999 at 5 / 6 digits when evaluated with IDs
-shifted by +3; diagnostic only). The 1-layer absolute baseline is 0 everywhere, even at trained lengths.
+(``coupled_sum3_acc_len8``). Recorded cpu-multisummand run (1-5 digits, 4 seeds): 2 of 4 scaled
+claims pass. Coupled exact match 0.09 / 1.00 / 1.00 / 1.00 at 5 digits and 0.08 / 0.90 / 1.00 / 1.00 at
+6 (both "coupled" claims fail on the mean); the failing seed 0 gets only the least significant answer
+digit wrong, which sits at the rarely trained lowest coupled IDs (the model is 1.00 / 0.999 at 5 / 6
+digits when evaluated with IDs shifted by +3; diagnostic only). The 1-layer absolute baseline is 0
+everywhere, even at trained lengths.
 See the manifest notes.
 """
 from __future__ import annotations
@@ -96,7 +99,12 @@ class Config(MethodConfig):
     train: Train = Train()
 
 
-@register("position-coupling", config=Config)
+def _parts(cfg: Config) -> dict[str, float]:
+    # one model per scheme, each on its own generators: independent parts of a seed (equal cost)
+    return {scheme: 1.0 for scheme in cfg.model.schemes}
+
+
+@register("position-coupling", config=Config, parts=_parts)
 def run(cfg: Config, ctx) -> dict[str, float]:
     from .train import run_all  # torch is imported lazily
 

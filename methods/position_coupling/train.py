@@ -126,12 +126,13 @@ def run_all(cfg, ctx) -> dict[str, float]:
     eval_sets = _eval_sets(task, cfg.data.test_lengths, cfg.train.eval_samples, ctx.seed_for("eval"))
     metrics: dict[str, float] = {}
     for scheme in cfg.model.schemes:
-        metrics.update(_train_one(scheme, cfg, ctx, task, eval_sets))
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    # a few decoded examples of the longest test length, for eyeballing the format
-    longest = max(cfg.data.test_lengths)
-    sample = task.encode(eval_sets[longest].select(torch.arange(min(3, cfg.train.eval_samples))))
-    (ctx.out_dir / "samples.json").write_text(
-        json.dumps({"examples": [tasks.decode_tokens(r) for r in sample.tokens], "metrics": metrics}, indent=1)
-    )
+        if ctx.runs(scheme):
+            metrics.update(_train_one(scheme, cfg, ctx, task, eval_sets))
+    if ctx.runs(cfg.model.schemes[0]):  # once per seed, also when the schemes run as separate parts
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        # a few decoded examples of the longest test length, for eyeballing the format (metrics: metrics.json)
+        longest = max(cfg.data.test_lengths)
+        sample = task.encode(eval_sets[longest].select(torch.arange(min(3, cfg.train.eval_samples))))
+        (ctx.out_dir / "samples.json").write_text(
+            json.dumps({"examples": [tasks.decode_tokens(r) for r in sample.tokens]}, indent=1))
     return metrics

@@ -115,7 +115,12 @@ class Config(MethodConfig):
         return self
 
 
-@register("rasp-l-length-generalization", config=Config)
+def _parts(cfg: Config) -> dict[str, float]:
+    # one model per task on its own generators: independent parts of a seed; cost ~ the task's steps
+    return {name: float(cfg.train.for_task(name).steps) for name in cfg.data.tasks}
+
+
+@register("rasp-l-length-generalization", config=Config, parts=_parts)
 def run(cfg: Config, ctx) -> dict[str, float]:
     from .train import run_all  # torch is imported lazily
 

@@ -19,6 +19,8 @@ class _Data(Strict):
     value: float = 1.0
     crash_on_seed: int = Field(-1)
     slow_seconds: float = 0.0  # the other seeds sleep this long, then write a file
+    split: bool = False  # declare two parts per seed: "a" returns score, "b" returns other
+    clash: bool = False  # part "b" also returns score (an error when the parts run separately)
 
 
 class _Model(Strict):
@@ -35,8 +37,24 @@ class _Config(MethodConfig):
     train: _Train = _Train()
 
 
-@register("runner-fixture", config=_Config)
+def _fixture_parts(cfg: _Config) -> dict[str, float]:
+    return {"a": 1.0, "b": 3.0} if cfg.data.split else {}
+
+
+@register("runner-fixture", config=_Config, parts=_fixture_parts)
 def _run(cfg: _Config, ctx) -> dict[str, float]:
+    if cfg.data.split:
+        out: dict[str, float] = {}
+        if ctx.runs("a"):
+            ctx.log(0, a_loss=float(ctx.seed))
+            out["score"] = cfg.data.value + 0.01 * ctx.seed
+        if ctx.runs("b"):
+            ctx.log(0, b_loss=2.0 * ctx.seed)
+            ctx.log(1, b_loss=1.0 * ctx.seed)
+            out["other"] = 0.5 + ctx.seed
+            if cfg.data.clash:
+                out["score"] = -1.0
+        return out
     for step in range(cfg.train.steps):
         ctx.log(step, loss=1.0 / (step + 1))
     if ctx.seed == cfg.data.crash_on_seed:
@@ -159,20 +177,28 @@ def test_unknown_paper_and_profile(root: Path) -> None:
     assert res.exit_code == 2 and "no profile 'gpu'" in res.output
 
 
-def test_jobs_run_seeds_in_processes_like_a_sequential_run(root: Path) -> None:
+@pytest.mark.parametrize("split, jobs", [(False, 2), (True, 4)])
+def test_jobs_run_seeds_and_parts_in_processes_like_a_sequential_run(root: Path, split: bool, jobs: int) -> None:
+    """Seeds (and, with ``split``, two declared parts per seed) in worker processes: the metrics and
+    curves of a one-thread sequential run, seed by seed and parts in their declared order."""
     path = write(root, 1.0)
+    if split:
+        path.write_text(path.read_text().replace("data: {value: 1.0}", "data: {value: 1.0, split: true}"))
     seq = runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
     seq_rec = json.loads((seq.run_dir / "metrics.json").read_text())
     seq_curves = runner.read_curves_csv(seq.run_dir / "curves.csv")
     lines: list[str] = []
-    par = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lines.append)
+    par = runner.train(root, mf.load(path), path, "cpu", jobs=jobs, show_progress=False, echo=lines.append)
     rec = json.loads((par.run_dir / "metrics.json").read_text())
     assert [s["seed"] for s in rec["per_seed"]] == [0, 1, 2]
     assert [s["metrics"] for s in rec["per_seed"]] == [s["metrics"] for s in seq_rec["per_seed"]]
+    assert list(rec["per_seed"][0]["metrics"]) == ["score", "other"]
     assert runner.read_curves_csv(par.run_dir / "curves.csv") == seq_curves
     env = json.loads((par.run_dir / "environment.json").read_text())
-    assert env["jobs"] == 2 and env["torch_threads"] == 1
-    assert any("2 processes x 1 thread" in line for line in lines)
+    assert env["jobs"] == jobs and env["torch_threads"] == 1
+    assert any(f"{jobs} processes x 1 thread" in line for line in lines)
+    assert any("x parts a, b" in line for line in lines) == split
+    assert sum("part" in line and "done" in line for line in lines) == (6 if split else 0)  # 3 seeds x 2 parts
 
 
 def test_jobs_crash_names_the_seed_and_keeps_previous_results(root: Path) -> None:
@@ -188,6 +214,27 @@ def test_jobs_crash_names_the_seed_and_keeps_previous_results(root: Path) -> Non
     time.sleep(2.5)  # a surviving worker would have written into the removed temporary directory by now
     assert (first.run_dir / "metrics.json").read_text() == before
     assert [p.name for p in first.run_dir.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_parts_returning_the_same_metric_are_an_error(root: Path) -> None:
+    path = write(root, 1.0)
+    path.write_text(path.read_text().replace("data: {value: 1.0}", "data: {value: 1.0, split: true, clash: true}"))
+    with pytest.raises(runner.RunError, match="'score' from two parts"):
+        runner.train(root, mf.load(path), path, "cpu", seeds=[0], jobs=2, show_progress=False, echo=lambda s: None)
+    assert [p.name for p in (root / "results" / "zz-e2e" / "cpu").iterdir()] == []
+
+
+def test_profile_jobs_are_the_default_and_the_option_overrides_them(root: Path) -> None:
+    path = write(root, 1.0)
+    path.write_text(path.read_text().replace("cpu: {description: c}", "cpu: {description: c, jobs: 2}"))
+    lines: list[str] = []
+    out = runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lines.append)
+    assert json.loads((out.run_dir / "environment.json").read_text())["jobs"] == 2
+    assert any("2 processes x 1 thread" in line for line in lines)
+    out = runner.train(root, mf.load(path), path, "cpu", jobs=1, show_progress=False, echo=lambda s: None)
+    assert json.loads((out.run_dir / "environment.json").read_text())["jobs"] == 1
+    res = CliRunner().invoke(cli, ["show", "zz-e2e"])
+    assert res.exit_code == 0 and "2 CPU jobs" in res.output
 
 
 def test_jobs_equal_a_single_thread_run_for_a_torch_method(tmp_path: Path) -> None:
@@ -208,3 +255,32 @@ def test_jobs_equal_a_single_thread_run_for_a_torch_method(tmp_path: Path) -> No
 
     assert numbers(par) == numbers(seq)
     assert len(numbers(par)[0]) > 10
+
+
+@pytest.mark.parametrize("paper, parts", [
+    ("icl-what-learning-algorithm", "main, noisy, shallow"),
+    ("position-coupling", "coupled, absolute, nope, random_offset"),
+])
+def test_jobs_split_declared_parts_of_real_methods_with_the_same_numbers(tmp_path: Path, paper: str,
+                                                                         parts: str) -> None:
+    """Methods that declare parts (icl-what's three models, position-coupling's schemes): one seed
+    spread over 3 processes gives the numbers and curves of one thread in one process."""
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    path = tmp_path / "manifests" / f"{paper}.yaml"
+    path.write_text((repo / "manifests" / f"{paper}.yaml").read_text())
+    m = mf.load(path)
+    lines: list[str] = []
+    kw = dict(seeds=[0], show_progress=False)
+    seq = runner.train(tmp_path, m, path, "smoke", threads=1, echo=lambda s: None, **kw)
+    seq_curves = runner.read_curves_csv(seq.run_dir / "curves.csv")
+    par = runner.train(tmp_path, m, path, "smoke", jobs=3, echo=lines.append, **kw)
+
+    def numbers(rec: dict) -> dict:
+        return {k: v for k, v in rec["per_seed"][0]["metrics"].items() if not k.endswith("_seconds")}
+
+    assert any(f"x parts {parts}" in line for line in lines)
+    assert numbers(par.record) == numbers(seq.record)
+    assert len(numbers(par.record)) > 15
+    assert runner.read_curves_csv(par.run_dir / "curves.csv") == seq_curves

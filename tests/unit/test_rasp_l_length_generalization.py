@@ -130,7 +130,7 @@ def test_tiny_training_run_learns_mode(tmp_path: Path):
     assert set(["mode_acc_len5", "mode_acc_len8", "mode_final_train_loss"]) <= set(m)
     # chance for the mode of 5 symbols over 3 letters is about 1/3
     assert m["mode_acc_len5"] > 0.6
-    assert (tmp_path / "samples.json").exists()
+    assert (tmp_path / "samples-mode.json").exists()
 
 
 # ---------------------------------------------------------------- addition with index hints

@@ -6,6 +6,7 @@ metrics. The runner buffers the curves, writes them to disk and ships them in ba
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -37,6 +38,12 @@ class RunContext:
     def runs(self, part: str) -> bool:
         """Whether this call computes ``part`` (every part when the runner did not split the seed)."""
         return self.part is None or self.part == part
+
+    def write_json(self, name: str, obj) -> None:
+        """Write ``obj`` as ``out_dir/name`` (a small artifact of this seed, e.g. decoded samples).
+        Parts of one seed share ``out_dir``, so each part must use its own file names."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / name).write_text(json.dumps(obj, indent=1), encoding="utf-8")
 
     def log(self, step: int, **metrics: float) -> None:
         """Record per-step values (loss curves, eval curves). Non-finite values are kept as NaN."""

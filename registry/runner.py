@@ -308,9 +308,9 @@ def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: st
     worker writes into ``tmp`` afterwards."""
     import multiprocessing
 
-    names: list[str | None] = list(parts) or [None]
-    units = [(seed, part) for part in names for seed in run_seeds]
-    units.sort(key=lambda u: -parts.get(u[1], 1.0) if u[1] is not None else 0.0)  # stable: seeds stay in order
+    names: list[str | None] = list(parts) or [None]  # merge order
+    costliest_first = sorted(parts, key=lambda p: -parts[p]) or [None]  # stable: ties keep declared order
+    units = [(seed, part) for part in costliest_first for seed in run_seeds]
     for seed in run_seeds:
         (tmp / f"seed-{seed}").mkdir()
     tasks = [(manifest.id, profile, method.key, method.module, sections, seed, part, dev,

@@ -1,7 +1,6 @@
 """Model and training loop for multi-operand addition (imported lazily by ``run``)."""
 from __future__ import annotations
 
-import json
 import random
 import time
 from typing import Optional
@@ -147,9 +146,7 @@ def run_all(cfg, ctx) -> dict[str, float]:
         if ctx.runs(variant):  # the variants are independent parts of a seed (see __init__._parts)
             metrics.update(train_one(variant, cfg, ctx, sets))
     if ctx.runs(cfg.model.variants[0]):  # once per seed, also when the variants run as separate parts
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
         (n, m) = max(sets, key=lambda c: T.seq_len(c[0], c[1], True))
         ex = T.encode(sets[(n, m)][:2], scratchpad=True)
-        (ctx.out_dir / "samples.json").write_text(  # metrics: metrics.json
-            json.dumps({"examples": [T.decode(r) for r in ex.tokens]}, indent=1))
+        ctx.write_json("samples.json", {"examples": [T.decode(r) for r in ex.tokens]})  # metrics: metrics.json
     return metrics

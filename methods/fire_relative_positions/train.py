@@ -1,7 +1,6 @@
 """Training/evaluation loop for the FIRE proxy (imported lazily by ``run``)."""
 from __future__ import annotations
 
-import json
 import time
 
 import torch
@@ -104,7 +103,5 @@ def run_all(cfg, ctx) -> dict[str, float]:
         if ctx.runs(enc):
             metrics.update(_train_one(enc, cfg, ctx, source, eval_sets))
     if first:
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        (ctx.out_dir / "samples.json").write_text(
-            json.dumps({"example_tokens": eval_sets[min(eval_sets)].tokens[0].tolist()}, indent=1))
+        ctx.write_json("samples.json", {"example_tokens": eval_sets[min(eval_sets)].tokens[0].tolist()})
     return metrics

@@ -1,8 +1,6 @@
 """Training/evaluation for the formal length-generalization framework (imported lazily by ``run``)."""
 from __future__ import annotations
 
-import json
-
 from methods._lib import seq_tasks, seq_train
 
 # tasks whose official generators draw lengths from max(1, min) (parity starts at 0)
@@ -67,7 +65,5 @@ def run_all(cfg, ctx) -> dict[str, float]:
         metrics.update(res)
         longest = sets[range_key(*d.test_ranges[-1])] if d.test_ranges else sets[id_key]
         # two decoded examples of the longest test range, for eyeballing the format (metrics: metrics.json)
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        (ctx.out_dir / f"samples-{name}.json").write_text(
-            json.dumps({"examples": [task.decode(r) for r in longest.tokens[:2]]}, indent=1))
+        ctx.write_json(f"samples-{name}.json", {"examples": [task.decode(r) for r in longest.tokens[:2]]})
     return metrics

@@ -1,7 +1,6 @@
 """Training/evaluation loop for Position Coupling (imported lazily by ``run``)."""
 from __future__ import annotations
 
-import json
 import time
 
 import torch
@@ -129,10 +128,8 @@ def run_all(cfg, ctx) -> dict[str, float]:
         if ctx.runs(scheme):
             metrics.update(_train_one(scheme, cfg, ctx, task, eval_sets))
     if ctx.runs(cfg.model.schemes[0]):  # once per seed, also when the schemes run as separate parts
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
         # a few decoded examples of the longest test length, for eyeballing the format (metrics: metrics.json)
         longest = max(cfg.data.test_lengths)
         sample = task.encode(eval_sets[longest].select(torch.arange(min(3, cfg.train.eval_samples))))
-        (ctx.out_dir / "samples.json").write_text(
-            json.dumps({"examples": [tasks.decode_tokens(r) for r in sample.tokens]}, indent=1))
+        ctx.write_json("samples.json", {"examples": [tasks.decode_tokens(r) for r in sample.tokens]})
     return metrics

@@ -1,8 +1,6 @@
 """One model per task on the shared ``seq_train`` loop (imported lazily by ``run``)."""
 from __future__ import annotations
 
-import json
-
 from methods._lib import seq_train
 
 from .tasks import make_task
@@ -43,6 +41,5 @@ def run_all(cfg, ctx) -> dict[str, float]:
         m, s = train_task(name, cfg, ctx)
         metrics.update(m)
         # two decoded examples of the longest test length, for eyeballing the format (metrics: metrics.json)
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        (ctx.out_dir / f"samples-{name}.json").write_text(json.dumps({"examples": s}, indent=1))
+        ctx.write_json(f"samples-{name}.json", {"examples": s})
     return metrics

@@ -1,4 +1,4 @@
-"""Relative position encodings for causal self-attention, and a small decoder-only LM using them.
+"""Relative position encodings for causal self-attention (used by ``seq_transformer.Attention``).
 
 Additive attention biases ``b[h, i, j]`` (query ``i``, key ``j <= i``, distance ``d = i - j``):
 
@@ -16,10 +16,8 @@ Query/key transforms:
 * ``rope``   -- rotary position embedding (base 10000) on queries and keys.
 * ``nope``   -- no position information besides the causal mask.
 
-The model (``RelPosLM``) reuses ``RMSNorm`` and ``FeedForward`` from ``seq_transformer``: pre-norm
-blocks, standard ``1/sqrt(d_kv)`` attention scaling, output layer tied to the token embedding
-(``tie_embeddings``, default). Every bias is
-computed once per forward and layer as an ``(H, n, n)`` tensor shared by the batch.
+A model picks one with ``seq_transformer.DecoderOnlyTransformer(rel_encoding=...)``. Every bias
+is computed once per forward and layer as an ``(H, n, n)`` tensor shared by the batch.
 """
 from __future__ import annotations
 
@@ -29,8 +27,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from methods._lib.seq_transformer import FeedForward, RMSNorm
 
 ENCODINGS = ("fire", "rope", "t5", "alibi", "kerple", "nope")
 
@@ -79,6 +75,14 @@ class FIREBias(nn.Module):
     def forward(self, n: int, device=None) -> torch.Tensor:
         x = self.normalized(n, device)
         return self.mlp(x.unsqueeze(-1)).permute(2, 0, 1)  # (H, n, n)
+
+    @torch.no_grad()
+    def init_mlp(self, gen: torch.Generator) -> None:
+        """PyTorch's default Linear init for the MLP, drawn from ``gen`` (device-independent runs)."""
+        for lin in (self.mlp[0], self.mlp[2]):
+            bound = lin.in_features**-0.5
+            lin.weight.copy_((torch.rand(lin.weight.shape, generator=gen) * 2 - 1) * bound)
+            lin.bias.copy_((torch.rand(lin.bias.shape, generator=gen) * 2 - 1) * bound)
 
 
 def t5_bucket(d: torch.Tensor, num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
@@ -165,84 +169,3 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     y1 = x1 * cos - x2 * sin
     y2 = x1 * sin + x2 * cos
     return torch.stack((y1, y2), dim=-1).flatten(-2)
-
-
-# ---------------------------------------------------------------------------- model
-
-
-class RelPosAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_kv: int, encoding: str, rope_base: float = 10000.0, **kw):
-        super().__init__()
-        self.n_heads, self.d_kv, self.encoding, self.rope_base = n_heads, d_kv, encoding, rope_base
-        inner = n_heads * d_kv
-        self.q = nn.Linear(d_model, inner, bias=False)
-        self.k = nn.Linear(d_model, inner, bias=False)
-        self.v = nn.Linear(d_model, inner, bias=False)
-        self.o = nn.Linear(inner, d_model, bias=False)
-        self.bias = make_bias(encoding, n_heads, **kw)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bsz, n, _ = x.shape
-        split = lambda t: t.view(bsz, n, self.n_heads, self.d_kv).transpose(1, 2)  # noqa: E731
-        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        if self.encoding == "rope":
-            cos, sin = rope_tables(n, self.d_kv, self.rope_base, x.device)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        scores = (q @ k.transpose(-1, -2)) * self.d_kv**-0.5
-        if self.bias is not None:
-            scores = scores + self.bias(n, x.device).to(scores.dtype).unsqueeze(0)
-        scores = scores.masked_fill(~causal_mask(n, x.device), float("-inf"))
-        y = torch.softmax(scores.float(), dim=-1).to(v.dtype) @ v
-        return self.o(y.transpose(1, 2).reshape(bsz, n, -1))
-
-
-class RelPosBlock(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_kv: int, d_ff: int, act: str, encoding: str, **kw):
-        super().__init__()
-        self.n1, self.n2 = RMSNorm(d_model), RMSNorm(d_model)
-        self.attn = RelPosAttention(d_model, n_heads, d_kv, encoding, **kw)
-        self.ff = FeedForward(d_model, d_ff, act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.n1(x))
-        return x + self.ff(self.n2(x))
-
-
-class RelPosLM(nn.Module):
-    """Pre-norm decoder-only LM whose only position information is the chosen encoding."""
-
-    def __init__(self, *, vocab_size: int, d_model: int, n_layers: int, n_heads: int, d_kv: int, d_ff: int,
-                 encoding: str, act: str = "gated-gelu", tie_embeddings: bool = True, **kw):
-        super().__init__()
-        if encoding not in ENCODINGS:
-            raise KeyError(f"unknown encoding {encoding!r}; known: {ENCODINGS}")
-        self.encoding = encoding
-        self.tok = nn.Embedding(vocab_size, d_model)
-        self.blocks = nn.ModuleList(
-            RelPosBlock(d_model, n_heads, d_kv, d_ff, act, encoding, **kw) for _ in range(n_layers)
-        )
-        self.final_norm = RMSNorm(d_model)
-        self.out = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
-
-    @torch.no_grad()
-    def init_weights(self, gen: torch.Generator) -> None:
-        """Normal(0, 0.02) for embeddings and matrices (GPT-2 style), drawn on CPU from ``gen``.
-
-        Position-encoding parameters keep their own initialization (zeros for T5, the FIRE MLP's
-        default init drawn from ``gen`` as well, so runs are device-independent)."""
-        for name, p in self.named_parameters():
-            if p.dim() == 2 and ".bias." not in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
-        for m in self.modules():
-            if isinstance(m, FIREBias):
-                for lin in (m.mlp[0], m.mlp[2]):  # PyTorch's default Linear init, from gen
-                    bound = lin.in_features**-0.5
-                    lin.weight.copy_((torch.rand(lin.weight.shape, generator=gen) * 2 - 1) * bound)
-                    lin.bias.copy_((torch.rand(lin.bias.shape, generator=gen) * 2 - 1) * bound)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.tok(tokens)
-        for blk in self.blocks:
-            x = blk(x)
-        x = self.final_norm(x)
-        return x @ self.tok.weight.t() if self.out is None else self.out(x)

@@ -1,11 +1,14 @@
-"""Small decoder-only Transformer with pluggable position-ID schemes.
+"""The decoder-only Transformer of the length-generalization methods, with pluggable positions.
 
-Architecture follows the T5-style decoder-only model used by Position Coupling (Cho et al.,
+Default architecture: the T5-style decoder-only model used by Position Coupling (Cho et al.,
 2024): token embedding plus an optional learned absolute position embedding looked up at
 *scheme-dependent* position IDs, causal multi-head attention without 1/sqrt(d) scaling
 (Mesh-TF initialization instead), gated-GELU feed-forward, RMSNorm applied before *and*
 after each residual sub-block ("pre_post"), a final RMSNorm, no biases, and an output layer
-tied to the token embedding (with the T5 d_model**-0.5 rescaling).
+tied to the token embedding (with the T5 d_model**-0.5 rescaling). Relative schemes (FIRE,
+RoPE, T5 RPE, ALiBi, Kerple; ``relpos``) plug into the attention of the same model
+(``DecoderOnlyTransformer(rel_encoding=...)``). The GPT-2 architecture of the formal framework
+paper (``seq_train.GPT2Decoder``) takes the same position-ID schemes.
 
 Position schemes map a ``SeqBatch`` to position IDs (or ``None`` for NoPE):
 
@@ -31,6 +34,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from methods._lib import relpos
 
 # ---------------------------------------------------------------------------- position schemes
 
@@ -127,21 +132,40 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_kv: int):
+    """Causal multi-head attention, no biases. ``scale`` multiplies the scores (T5: 1.0, the
+    1/sqrt(d_kv) being folded into the q initialization). ``rel_encoding`` (one of
+    ``relpos.ENCODINGS``) adds a relative scheme: an additive bias module, or rotary queries and
+    keys; the scores are then formed explicitly (softmax in float32) instead of by the fused kernel."""
+
+    def __init__(self, d_model: int, n_heads: int, d_kv: int, *, scale: float = 1.0,
+                 rel_encoding: Optional[str] = None, rel_kw: Optional[dict] = None):
         super().__init__()
-        self.n_heads, self.d_kv = n_heads, d_kv
+        self.n_heads, self.d_kv, self.scale, self.rel_encoding = n_heads, d_kv, scale, rel_encoding
         inner = n_heads * d_kv
         self.q = nn.Linear(d_model, inner, bias=False)
         self.k = nn.Linear(d_model, inner, bias=False)
         self.v = nn.Linear(d_model, inner, bias=False)
         self.o = nn.Linear(inner, d_model, bias=False)
+        kw = dict(rel_kw or {})
+        self.rope_base = float(kw.pop("rope_base", 10000.0))
+        # named ``bias``: parameters under ``.bias.`` are position-encoding parameters (own init, no decay)
+        self.bias = relpos.make_bias(rel_encoding, n_heads, **kw) if rel_encoding is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bsz, L, _ = x.shape
         split = lambda t: t.view(bsz, L, self.n_heads, self.d_kv).transpose(1, 2)  # noqa: E731
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        # T5 convention: no 1/sqrt(d_kv) scaling (folded into the q initialization)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
+        if self.rel_encoding is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        else:
+            if self.rel_encoding == "rope":
+                cos, sin = relpos.rope_tables(L, self.d_kv, self.rope_base, x.device)
+                q, k = relpos.apply_rope(q, cos, sin), relpos.apply_rope(k, cos, sin)
+            scores = (q @ k.transpose(-1, -2)) * self.scale
+            if self.bias is not None:
+                scores = scores + self.bias(L, x.device).to(scores.dtype).unsqueeze(0)
+            scores = scores.masked_fill(~relpos.causal_mask(L, x.device), float("-inf"))
+            y = torch.softmax(scores.float(), dim=-1).to(v.dtype) @ v
         return self.o(y.transpose(1, 2).reshape(bsz, L, -1))
 
 
@@ -163,21 +187,22 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_kv: int, d_ff: int, act: str, norm_position: str):
+    def __init__(self, d_model: int, n_heads: int, d_kv: int, d_ff: int, act: str, norm_position: str, **attn_kw):
         super().__init__()
+        if norm_position not in ("pre", "post", "pre_post"):
+            raise ValueError(f"unknown norm_position {norm_position!r}")
         self.norm_position = norm_position
-        self.attn, self.ff = Attention(d_model, n_heads, d_kv), FeedForward(d_model, d_ff, act)
-        self.n1a, self.n1b = RMSNorm(d_model), RMSNorm(d_model)
-        self.n2a, self.n2b = RMSNorm(d_model), RMSNorm(d_model)
+        self.attn, self.ff = Attention(d_model, n_heads, d_kv, **attn_kw), FeedForward(d_model, d_ff, act)
+        pre, post = norm_position in ("pre", "pre_post"), norm_position in ("post", "pre_post")
+        self.n1a = RMSNorm(d_model) if pre else None  # before / after the attention sub-block
+        self.n1b = RMSNorm(d_model) if post else None
+        self.n2a = RMSNorm(d_model) if pre else None  # before / after the feed-forward sub-block
+        self.n2b = RMSNorm(d_model) if post else None
 
-    def _sub(self, x, f, pre, post):
-        if self.norm_position in ("pre", "pre_post"):
-            x = x + f(pre(x))
-        else:
-            x = x + f(x)
-        if self.norm_position in ("post", "pre_post"):
-            x = post(x)
-        return x
+    @staticmethod
+    def _sub(x, f, pre, post):
+        x = x + f(pre(x) if pre is not None else x)
+        return post(x) if post is not None else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._sub(x, self.attn, self.n1a, self.n1b)
@@ -185,6 +210,17 @@ class Block(nn.Module):
 
 
 class DecoderOnlyTransformer(nn.Module):
+    """The decoder-only model shared by the length-generalization methods.
+
+    Position information, pluggable: a learned table looked up at scheme-dependent IDs
+    (``n_positions`` rows; see ``SCHEMES``; 0 = none) and/or a relative scheme inside attention
+    (``rel_encoding``: FIRE, RoPE, T5 RPE, ALiBi, Kerple or NoPE from ``relpos``, hyperparameters in
+    ``rel_kw``). Defaults are Position Coupling's T5-style model (RMSNorm before and after each
+    sub-block, unscaled scores with Mesh-TF init, output rescaled by d_model**-0.5); the FIRE
+    proxy uses ``norm_position="pre"``, ``attn_scale="sqrt"``, ``init="normal"`` (GPT-2-style
+    normal(0, 0.02)) and ``output_scale=False``. The output layer is tied to the token embedding.
+    """
+
     def __init__(
         self,
         *,
@@ -197,48 +233,81 @@ class DecoderOnlyTransformer(nn.Module):
         d_ff: int,
         act: str = "gated-gelu",
         norm_position: str = "pre_post",
+        rel_encoding: Optional[str] = None,
+        rel_kw: Optional[dict] = None,
+        attn_scale: str = "none",
+        init: str = "t5",
+        output_scale: bool = True,
     ):
         super().__init__()
-        self.d_model = d_model
+        if attn_scale not in ("none", "sqrt"):
+            raise ValueError(f"unknown attn_scale {attn_scale!r}")
+        if init not in ("t5", "normal"):
+            raise ValueError(f"unknown init {init!r}")
+        if rel_encoding is not None and rel_encoding not in relpos.ENCODINGS:
+            raise KeyError(f"unknown encoding {rel_encoding!r}; known: {relpos.ENCODINGS}")
+        self.d_model, self.init, self.output_scale = d_model, init, output_scale
+        scale = 1.0 if attn_scale == "none" else d_kv**-0.5
         self.tok = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Embedding(n_positions, d_model) if n_positions > 0 else None
         self.blocks = nn.ModuleList(
-            Block(d_model, n_heads, d_kv, d_ff, act, norm_position) for _ in range(n_layers)
+            Block(d_model, n_heads, d_kv, d_ff, act, norm_position, scale=scale, rel_encoding=rel_encoding,
+                  rel_kw=rel_kw)
+            for _ in range(n_layers)
         )
         self.final_norm = RMSNorm(d_model)
 
     @torch.no_grad()
     def init_weights(self, gen: torch.Generator) -> None:
-        """Mesh-TF / T5 initialization, drawn from ``gen`` on CPU then copied (device-independent)."""
+        """Drawn from ``gen`` on CPU, then copied (device-independent).
+
+        ``t5``: Mesh-TF / T5 initialization. ``normal``: normal(0, 0.02) for every matrix outside
+        the position-encoding modules; those keep their own init (zeros for T5 RPE), except FIRE's
+        MLP, which gets PyTorch's default Linear init drawn from ``gen`` as well."""
 
         def normal_(p: torch.Tensor, std: float) -> None:
             p.copy_(torch.randn(p.shape, generator=gen) * std)
 
-        d = self.d_model
-        normal_(self.tok.weight, 1.0)
-        if self.pos is not None:
-            normal_(self.pos.weight, 1.0)
-        for blk in self.blocks:
-            a = blk.attn
-            normal_(a.q.weight, (d * a.d_kv) ** -0.5)
-            normal_(a.k.weight, d**-0.5)
-            normal_(a.v.weight, d**-0.5)
-            normal_(a.o.weight, (a.n_heads * a.d_kv) ** -0.5)
-            f = blk.ff
-            normal_(f.wi_0.weight, d**-0.5)
-            if f.wi_1 is not None:
-                normal_(f.wi_1.weight, d**-0.5)
-            normal_(f.wo.weight, f.wo.weight.shape[1] ** -0.5)
+        if self.init == "normal":
+            for name, p in self.named_parameters():
+                if p.dim() == 2 and ".bias." not in name:
+                    normal_(p, 0.02)
+        else:
+            d = self.d_model
+            normal_(self.tok.weight, 1.0)
+            if self.pos is not None:
+                normal_(self.pos.weight, 1.0)
+            for blk in self.blocks:
+                a = blk.attn
+                normal_(a.q.weight, (d * a.d_kv) ** -0.5)
+                normal_(a.k.weight, d**-0.5)
+                normal_(a.v.weight, d**-0.5)
+                normal_(a.o.weight, (a.n_heads * a.d_kv) ** -0.5)
+                f = blk.ff
+                normal_(f.wi_0.weight, d**-0.5)
+                if f.wi_1 is not None:
+                    normal_(f.wi_1.weight, d**-0.5)
+                normal_(f.wo.weight, f.wo.weight.shape[1] ** -0.5)
+        for m in self.modules():
+            if isinstance(m, relpos.FIREBias):
+                m.init_mlp(gen)
 
-    def forward(self, tokens: torch.Tensor, pos_ids: Optional[torch.Tensor]) -> torch.Tensor:
+    def embed(self, tokens: torch.Tensor, pos_ids: Optional[torch.Tensor]) -> torch.Tensor:
+        """Input of the first block: token embedding plus the position table at ``pos_ids``."""
         x = self.tok(tokens)
         if self.pos is not None:
             if pos_ids is None:
                 raise ValueError("this model has a position table but got no position ids")
             x = x + self.pos(pos_ids)
+        return x
+
+    def forward(self, tokens: torch.Tensor, pos_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.embed(tokens, pos_ids)
         for blk in self.blocks:
             x = blk(x)
-        x = self.final_norm(x) * self.d_model**-0.5
+        x = self.final_norm(x)
+        if self.output_scale:
+            x = x * self.d_model**-0.5
         return x @ self.tok.weight.t()  # tied output layer
 
 

@@ -36,14 +36,11 @@ class MultiLevelPETransformer(st.DecoderOnlyTransformer):
         for emb in self.levels:
             emb.weight.copy_(torch.randn(emb.weight.shape, generator=gen))
 
-    def forward(self, tokens: torch.Tensor, pos_ids: Optional[torch.Tensor]) -> torch.Tensor:
+    def embed(self, tokens: torch.Tensor, pos_ids: Optional[torch.Tensor]) -> torch.Tensor:
         x = self.tok(tokens)
         for i, emb in enumerate(self.levels):
             x = x + emb(pos_ids[..., i])
-        for blk in self.blocks:
-            x = blk(x)
-        x = self.final_norm(x) * self.d_model**-0.5
-        return x @ self.tok.weight.t()
+        return x
 
 
 def build_model(variant: str, cfg) -> MultiLevelPETransformer:

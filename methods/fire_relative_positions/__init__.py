@@ -5,7 +5,8 @@ The paper's claims concern C4 pre-training and long-text benchmarks, which canno
 synthetic source with local (Markov) structure and long-range copying (``task.py``), trained at
 length ``train_len`` and evaluated zero-shot at longer lengths. One ``run`` trains one model per
 encoding in ``model.encodings`` (FIRE, RoPE, T5 RPE, ALiBi, Kerple-log, NoPE; see
-``methods/_lib/relpos.py``) on identical data and reports per-token eval loss at every
+``methods/_lib/relpos.py``; the model is the shared ``seq_transformer.DecoderOnlyTransformer``
+with the encoding as its only position information) on identical data and reports per-token eval loss at every
 evaluation length: ``{encoding}_loss_len{n}`` (all tokens) and ``{encoding}_copyloss_len{n}``
 (tokens inside a repeated span, predictable only by looking back).
 """

@@ -6,8 +6,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from methods._lib import relpos
-from methods._lib.seq_transformer import adamw_cosine
+from methods._lib.seq_transformer import DecoderOnlyTransformer, adamw_cosine
 from methods._lib.training import optimize
 
 from .task import CopyMarkovSource, LMBatch
@@ -25,12 +24,15 @@ def make_source(d) -> CopyMarkovSource:
                             topic_vocab=d.topic_vocab, topic_size=d.topic_size, topic_prob=d.topic_prob)
 
 
-def build_model(encoding: str, mc, vocab_size: int) -> relpos.RelPosLM:
-    return relpos.RelPosLM(
-        vocab_size=vocab_size, d_model=mc.d_model, n_layers=mc.n_layers, n_heads=mc.n_heads, d_kv=mc.d_kv,
-        d_ff=mc.d_ff, act=mc.act, encoding=encoding, fire_mlp_width=mc.fire_mlp_width,
-        fire_init_c=mc.fire_init_c, fire_init_L=mc.fire_init_L, t5_num_buckets=mc.t5_num_buckets,
-        t5_max_distance=mc.t5_max_distance, rope_base=mc.rope_base,
+def build_model(encoding: str, mc, vocab_size: int) -> DecoderOnlyTransformer:
+    """The shared decoder with only the relative encoding as position information: pre-norm blocks,
+    1/sqrt(d_kv) scores, normal(0, 0.02) init, tied output without rescaling."""
+    return DecoderOnlyTransformer(
+        vocab_size=vocab_size, n_positions=0, d_model=mc.d_model, n_layers=mc.n_layers, n_heads=mc.n_heads,
+        d_kv=mc.d_kv, d_ff=mc.d_ff, act=mc.act, norm_position="pre", rel_encoding=encoding,
+        rel_kw=dict(fire_mlp_width=mc.fire_mlp_width, fire_init_c=mc.fire_init_c, fire_init_L=mc.fire_init_L,
+                    t5_num_buckets=mc.t5_num_buckets, t5_max_distance=mc.t5_max_distance, rope_base=mc.rope_base),
+        attn_scale="sqrt", init="normal", output_scale=False,
     )
 
 

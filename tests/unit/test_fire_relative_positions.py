@@ -1,4 +1,5 @@
-"""FIRE proxy: task generator, relative position encodings, FIRE's expressiveness, a tiny training run."""
+"""FIRE proxy: task generator, relative position encodings, FIRE's expressiveness, a tiny training run; the shared
+decoder's relative-scheme attention path."""
 from __future__ import annotations
 
 import math
@@ -8,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from methods._lib import relpos  # noqa: E402
+from methods._lib.seq_transformer import DecoderOnlyTransformer  # noqa: E402
 from methods.fire_relative_positions import Config  # noqa: E402
 from methods.fire_relative_positions.task import CopyMarkovSource  # noqa: E402
 from methods.fire_relative_positions.train import build_model, token_nll  # noqa: E402
@@ -202,3 +204,45 @@ def test_tiny_fire_model_learns_the_markov_source():
         ev = token_nll(m, src.sample(torch.Generator().manual_seed(99), 32, 32)).mean().item()
     assert ev < math.log(32) - 1.5  # far below the uniform 3.47 nats
     assert ev < src.markov_entropy() + 0.5
+
+
+# ---------------------------------------------------------------------------- the shared decoder's attention paths
+
+
+def _t5_decoder(**kw) -> DecoderOnlyTransformer:
+    m = DecoderOnlyTransformer(vocab_size=20, n_positions=kw.pop("n_positions", 0), d_model=32, n_layers=2,
+                               n_heads=4, d_kv=8, d_ff=64, **kw)
+    m.init_weights(torch.Generator().manual_seed(0))
+    return m.eval()
+
+
+@pytest.mark.parametrize("attn_scale", ["none", "sqrt"])
+def test_explicit_attention_path_equals_fused_kernel(attn_scale):
+    # rel_encoding="nope" forms the scores explicitly (the path every relative scheme uses); with no bias and
+    # no rotation it must compute the same attention as scaled_dot_product_attention (rel_encoding=None)
+    fused, explicit = _t5_decoder(attn_scale=attn_scale), _t5_decoder(attn_scale=attn_scale, rel_encoding="nope")
+    explicit.load_state_dict(fused.state_dict())
+    t = torch.randint(0, 20, (3, 24), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = fused(t), explicit(t)
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_relative_scheme_plugs_into_the_t5_model_with_a_position_table():
+    # the Position Coupling architecture (pre_post RMSNorm, Mesh-TF init, learned table) with RoPE on top
+    base = _t5_decoder(n_positions=30)
+    rope = _t5_decoder(n_positions=30, rel_encoding="rope")
+    rope.load_state_dict(base.state_dict())
+    t = torch.randint(0, 20, (2, 24), generator=torch.Generator().manual_seed(3))
+    ids = torch.arange(24).expand(2, 24)
+    with torch.no_grad():
+        a, b = base(t, ids), rope(t, ids)
+    assert a.shape == b.shape == (2, 24, 20)
+    assert torch.allclose(a[:, 0], b[:, 0], atol=1e-5)  # one key only: rotation cannot matter at position 0
+    assert not torch.allclose(a[:, 1:], b[:, 1:], atol=1e-4)
+
+
+def test_decoder_rejects_unknown_options():
+    for kw in ({"rel_encoding": "xpos"}, {"attn_scale": "cosine"}, {"init": "xavier"}, {"norm_position": "sandwich"}):
+        with pytest.raises((KeyError, ValueError)):
+            _t5_decoder(**kw)

@@ -124,6 +124,8 @@ def show(paper: str, profile: str | None) -> None:
             extra = ([f"~{est:g} min"] if est is not None else []) + ([f"{prof.jobs} CPU jobs"] if prof.jobs else [])
             click.echo(f"  {name:<{width}} {prof.description}" + (f" ({', '.join(extra)})" if extra else ""))
     verdicts = report.latest_verifications(root, m.id)
+    stale = sorted(p for p in verdicts if p not in m.profiles)  # results of a profile since removed or renamed
+    verdicts = {p: v for p, v in verdicts.items() if p not in stale}
     click.echo(f"\nclaims ({len(m.claims)}):")
     for c in m.claims:
         rep = ""
@@ -143,6 +145,9 @@ def show(paper: str, profile: str | None) -> None:
             row = next((r for r in v["claims"] if r["id"] == c.id), None)
             if row:
                 click.echo(f"      {prof}: {row['verdict']}")
+    if stale:
+        click.echo(f"\nignored: results/{m.id}/ holds verdicts of profiles the manifest no longer defines: "
+                   + ", ".join(stale))
     if profile:
         _profile_choice(m, profile)
         r = mf.resolve(m, profile)

@@ -232,3 +232,21 @@ def test_index_lists_supplementary_cpu_profiles(tmp_path):
     dvc = yaml.safe_load((S.HERE.parents[1] / "dvc.yaml").read_text())["stages"]
     cmd = dvc["train-supplement"]["do"]["cmd"]
     assert dvc["train-supplement"]["foreach"] == "${supplements}" and "--profile ${item.profile}" in cmd
+
+
+def test_show_ignores_verdicts_of_profiles_the_manifest_no_longer_defines(tmp_path):
+    """A results/<id>/<profile>/ left over from a removed or renamed profile is named as ignored, not shown
+    as that claim's verdict."""
+    root = make_root(tmp_path, methods_pkg=False)
+    S.write_manifest(root / "manifests", "zz-impl-a")
+    for prof, verdict in (("cpu", "fail"), ("cpu-gone", "pass")):
+        d = root / "results" / "zz-impl-a" / prof
+        d.mkdir(parents=True)
+        (d / "verification.json").write_text(json.dumps(
+            {"verdict": verdict.upper(), "passed": int(verdict == "pass"), "total": 1,
+             "claims": [{"id": "acc-high", "verdict": verdict}]}))
+    show = drive(root, [["show", "zz-impl-a"]])["results"][0]
+    assert show["code"] == 0, show["output"]
+    claims = show["output"].split("\nclaims (", 1)[1]
+    assert "      cpu: fail" in claims and "cpu-gone: pass" not in claims
+    assert "no longer defines: cpu-gone" in show["output"]

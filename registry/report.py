@@ -1,4 +1,5 @@
-"""One table over every paper: status, claims and the latest verdict per profile."""
+"""One table over every paper: status, claims and the latest verdict per profile (smoke, cpu, paper, and
+the paper's other profiles, e.g. supplementary cpu-* ones, in one column)."""
 from __future__ import annotations
 
 import html
@@ -41,6 +42,9 @@ def rows(root: Path, manifests: Mapping[str, Manifest]) -> list[dict[str, Any]]:
             "status": m.status, "claims": len(m.claims), "checked": sum(c.checked for c in m.claims),
             "unconfirmed": sum(1 for c in m.claims if c.reported and c.reported.unconfirmed),
             "verdicts": {p: verdict_cell(ver.get(p)) for p in PROFILES},
+            # profiles the manifest defines beyond the three, with a verdict (stale result folders are ignored)
+            "other": "; ".join(f"{p}: {verdict_cell(ver[p])}" for p in m.profiles if p not in PROFILES and p in ver)
+                     or "-",
         })
     return out
 
@@ -50,22 +54,24 @@ def markdown(table: list[dict[str, Any]]) -> str:
     lines = [
         "# Reproduction report", "",
         f"{len(table)} papers, {impl} implemented, {len(table) - impl} catalogued.", "",
-        "| paper | year | tier | status | claims (checked) | " + " | ".join(PROFILES) + " |",
-        "|---|---|---|---|---|" + "---|" * len(PROFILES),
+        "| paper | year | tier | status | claims (checked) | " + " | ".join(PROFILES) + " | other profiles |",
+        "|---|---|---|---|---|" + "---|" * (len(PROFILES) + 1),
     ]
     for r in table:
         title = r["title"].replace("|", "\\|")
         lines.append(f"| **{r['id']}**<br>{title} | {r['year']} | {r['tier']} | {r['status']} | "
-                     f"{r['claims']} ({r['checked']}) | " + " | ".join(r["verdicts"][p] for p in PROFILES) + " |")
+                     f"{r['claims']} ({r['checked']}) | " + " | ".join(r["verdicts"][p] for p in PROFILES)
+                     + f" | {r['other']} |")
     return "\n".join(lines) + "\n"
 
 
 def html_page(table: list[dict[str, Any]]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in ["paper", "title", "year", "tier", "status", "claims (checked)", *PROFILES])
+    head = "".join(f"<th>{h}</th>" for h in ["paper", "title", "year", "tier", "status", "claims (checked)", *PROFILES,
+                                                 "other profiles"])
     body = []
     for r in table:
         cells = [r["id"], r["title"], r["year"], r["tier"], r["status"], f"{r['claims']} ({r['checked']})",
-                 *(r["verdicts"][p] for p in PROFILES)]
+                 *(r["verdicts"][p] for p in PROFILES), r["other"]]
         tds = "".join(
             f"<td class='{'pass' if str(c).startswith('pass') else 'fail' if str(c).startswith('fail') else ''}'>"
             f"{html.escape(str(c))}</td>" for c in cells)

@@ -250,3 +250,22 @@ def test_show_ignores_verdicts_of_profiles_the_manifest_no_longer_defines(tmp_pa
     claims = show["output"].split("\nclaims (", 1)[1]
     assert "      cpu: fail" in claims and "cpu-gone: pass" not in claims
     assert "no longer defines: cpu-gone" in show["output"]
+
+
+def test_report_lists_the_verdicts_of_other_profiles(tmp_path):
+    """`registry report` shows smoke / cpu / paper in their columns and every other profile the manifest
+    defines (e.g. a supplementary cpu-* one) in one more column; a stale results folder is not listed."""
+    root = make_root(tmp_path, methods_pkg=False)
+    S.write_manifest(root / "manifests", "zz-impl-a", S.BASE_IMPLEMENTED.replace(
+        "  paper:\n    description: Paper run.\n",
+        "  cpu-extra:\n    description: Extra CPU run.\n  paper:\n    description: Paper run.\n"))
+    for prof, verdict in (("cpu", "fail"), ("cpu-extra", "pass"), ("cpu-gone", "pass")):
+        d = root / "results" / "zz-impl-a" / prof
+        d.mkdir(parents=True)
+        (d / "verification.json").write_text(json.dumps(
+            {"verdict": verdict, "passed": int(verdict == "pass"), "total": 1,
+             "claims": [{"id": "acc-high", "verdict": verdict}]}))
+    rep = drive(root, [["report"]])["results"][0]
+    assert rep["code"] == 0, rep["output"]
+    row = next(ln for ln in rep["output"].splitlines() if ln.startswith("| **zz-impl-a**"))
+    assert row.endswith("| - | fail 0/1 | - | cpu-extra: pass 1/1 |") and "cpu-gone" not in row

@@ -151,7 +151,7 @@ def make_bias(encoding: str, n_heads: int, **kw) -> Optional[nn.Module]:
         return KerpleLogBias(n_heads)
     if encoding in ("rope", "nope"):
         return None
-    raise KeyError(encoding)
+    raise KeyError(f"unknown encoding {encoding!r}; known: {ENCODINGS}")
 
 
 # ---------------------------------------------------------------------------- rotary

@@ -244,8 +244,6 @@ class DecoderOnlyTransformer(nn.Module):
             raise ValueError(f"unknown attn_scale {attn_scale!r}")
         if init not in ("t5", "normal"):
             raise ValueError(f"unknown init {init!r}")
-        if rel_encoding is not None and rel_encoding not in relpos.ENCODINGS:
-            raise KeyError(f"unknown encoding {rel_encoding!r}; known: {relpos.ENCODINGS}")
         self.d_model, self.init, self.output_scale = d_model, init, output_scale
         scale = 1.0 if attn_scale == "none" else d_kv**-0.5
         self.tok = nn.Embedding(vocab_size, d_model)

@@ -91,12 +91,29 @@ class Train(AdamWCosineTrain):
     eval_samples: int = Field(10_000, ge=1)  # per test length, final evaluation
     eval_samples_curve: int = Field(1000, ge=1)  # per test length, intermediate evaluations
     eval_batch_size: int = Field(500, ge=1)
+    # Checkpoint selection (paper Sec. 4.1: "we choose and evaluate the best model in terms of the validation
+    # loss for 200-digit additions"; official run.py keeps the state with the lowest val_long loss, checked once
+    # per epoch). None: the final model is evaluated. Otherwise every ``select_every`` steps (and after the last)
+    # the answer-token loss on ``select_samples`` problems of exactly ``select_len`` digits (a validation set of
+    # its own, from the same shared seed for every training seed, disjoint in purpose from the test sets) is
+    # computed, the lowest-loss state is evaluated as ``acc_len*``, and the final state as ``last_acc_len*``.
+    select_len: Optional[int] = Field(None, ge=1)
+    select_every: int = Field(1000, ge=1)
+    select_samples: int = Field(1000, ge=1)
 
 
 class Config(MethodConfig):
     data: Data = Data()
     model: Model = Model()
     train: Train = Train()
+
+    @model_validator(mode="after")
+    def _check_select(self) -> "Config":
+        sel = self.train.select_len
+        if sel is not None and sel + _ID_HEADROOM[self.data.task] > self.data.max_pos:
+            raise ValueError(f"train.select_len={sel} needs coupled IDs up to {sel + _ID_HEADROOM[self.data.task]}"
+                             f" but data.max_pos is {self.data.max_pos}")
+        return self
 
 
 def _parts(cfg: Config) -> dict[str, float]:

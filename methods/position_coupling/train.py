@@ -67,10 +67,44 @@ def _evaluate(model, scheme, task, sets, n: int, cfg, device, max_pos: int) -> d
     return out
 
 
-def _train_one(scheme: str, cfg, ctx, task, eval_sets) -> dict[str, float]:
+class _Selector:
+    """Keeps the state with the lowest answer-token loss on a validation set (checkpoint selection)."""
+
+    def __init__(self, model, scheme, task, val_set, cfg, device, max_pos: int):
+        self.model, self.scheme, self.task, self.val_set = model, scheme, task, val_set
+        self.cfg, self.device, self.max_pos = cfg, device, max_pos
+        self.best_loss, self.best_step, self.best_state = float("inf"), 0, None
+
+    @torch.no_grad()
+    def loss(self) -> float:
+        self.model.eval()
+        total, n = 0.0, len(self.val_set)
+        bs = self.cfg.train.eval_batch_size
+        for i in range(0, n, bs):
+            idx = torch.arange(i, min(n, i + bs))
+            batch = self.task.encode(self.val_set.select(idx)).to(self.device)
+            pos = st.position_ids(self.scheme, batch, train=False, max_pos=self.max_pos)
+            # every problem has the same length, so the mean over batches weighted by size is the set's mean
+            total += st.lm_loss(self.model(batch.tokens, pos), batch.targets).item() * idx.numel()
+        self.model.train()
+        return total / n
+
+    def check(self, step: int) -> float:
+        value = self.loss()
+        if value < self.best_loss:  # a non-finite loss never replaces a finite one
+            self.best_loss, self.best_step = value, step
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return value
+
+    def restore(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+
+def _train_one(scheme: str, cfg, ctx, task, eval_sets, val_set=None) -> dict[str, float]:
     d, mc, tc = cfg.data, cfg.model, cfg.train
     device = torch.device(ctx.device)
-    max_len = max(max(d.test_lengths), d.train_max_digits)
+    max_len = max(max(d.test_lengths), d.train_max_digits, tc.select_len or 0)
     n_positions = st.table_size(scheme, max_pos=d.max_pos, max_seq_len=task.seq_len(max_len))
     # largest position ID the scheme may use: the coupled table's max_pos, or the sequential table's end
     max_pos = n_positions - 1 if scheme == "random_offset" else d.max_pos
@@ -102,19 +136,32 @@ def _train_one(scheme: str, cfg, ctx, task, eval_sets) -> dict[str, float]:
         batch = batch.to(device)
         return st.lm_loss(model(batch.tokens, None if pos is None else pos.to(device)), batch.targets)
 
+    selector = _Selector(model, scheme, task, val_set, cfg, device, max_pos) if val_set is not None else None
+
     def curve(step: int) -> bool:
         if tc.eval_every and step % tc.eval_every == 0:
             m = _evaluate(model, scheme, task, curve_sets, tc.eval_samples_curve, cfg, device, max_pos)
             ctx.log(step, **{f"{pre}{k}": v for k, v in m.items() if k.startswith("acc_")})
+        if selector is not None and step % tc.select_every == 0:
+            ctx.log(step, **{f"{pre}val_loss": selector.check(step)})
         return False
 
     t0 = time.perf_counter()
-    lv, _ = optimize(model, opt, batch_loss, sched=sched, steps=tc.steps, ctx=ctx, prefix=pre, desc=scheme,
+    lv, done = optimize(model, opt, batch_loss, sched=sched, steps=tc.steps, ctx=ctx, prefix=pre, desc=scheme,
                         log_every=tc.log_every, grad_clip=tc.grad_clip, after_step=curve)
     train_s = time.perf_counter() - t0
 
-    final = _evaluate(model, scheme, task, eval_sets, tc.eval_samples, cfg, device, max_pos)
-    ctx.log(tc.steps, **{f"{pre}{k}": v for k, v in final.items() if k.startswith("acc_")})
+    final: dict[str, float] = {}
+    if selector is not None:
+        ctx.log(done, **{f"{pre}val_loss": selector.check(done)})
+        last = _evaluate(model, scheme, task, eval_sets, tc.eval_samples, cfg, device, max_pos)
+        final.update({f"last_{k}": v for k, v in last.items()})
+        selector.restore()
+        final["selected_step"] = float(selector.best_step)
+        final["selected_val_loss"] = selector.best_loss
+    sel = _evaluate(model, scheme, task, eval_sets, tc.eval_samples, cfg, device, max_pos)
+    ctx.log(done, **{f"{pre}{k}": v for k, v in sel.items() if k.startswith("acc_")})
+    final.update(sel)
     final["final_train_loss"] = lv
     final["train_seconds"] = train_s
     return {f"{pre}{k}": v for k, v in final.items()}
@@ -123,10 +170,14 @@ def _train_one(scheme: str, cfg, ctx, task, eval_sets) -> dict[str, float]:
 def run_all(cfg, ctx) -> dict[str, float]:
     task = tasks.TASKS[cfg.data.task]
     eval_sets = _eval_sets(task, cfg.data.test_lengths, cfg.train.eval_samples, ctx.seed_for("eval"))
+    val_set = None
+    if cfg.train.select_len is not None:  # shared by every seed, like the test sets, but its own stream
+        L = cfg.train.select_len
+        val_set = task.sample(_gen(ctx.seed_for("eval") * 1000 + 999_983 + L), cfg.train.select_samples, L, L)
     metrics: dict[str, float] = {}
     for scheme in cfg.model.schemes:
         if ctx.runs(scheme):
-            metrics.update(_train_one(scheme, cfg, ctx, task, eval_sets))
+            metrics.update(_train_one(scheme, cfg, ctx, task, eval_sets, val_set))
     if ctx.runs(cfg.model.schemes[0]):  # once per seed, also when the schemes run as separate parts
         # a few decoded examples of the longest test length, for eyeballing the format (metrics: metrics.json)
         longest = max(cfg.data.test_lengths)

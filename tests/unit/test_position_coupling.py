@@ -307,3 +307,84 @@ def test_multi_summand_config_and_run_end_to_end(tmp_path):
     _, ex = _tiny_run(tmp_path, {"task": "multisummand_3", "train_size": 200}, {}, "sum3")
     lhs, s = ex[1:].split("=")
     assert sum(int(x) for x in lhs.split("+")) == int(s[:-1][::-1]) and len(s) - 1 == 6
+
+
+# ---------------------------------------------------------------------------- checkpoint selection
+
+
+def _select_cfg(**train):
+    from methods.position_coupling import Config
+
+    return Config(
+        data={"train_min_digits": 1, "train_max_digits": 3, "test_lengths": [3, 5], "max_pos": 9, "train_size": None},
+        model={"schemes": ["coupled"], "n_heads": 2, "d_model": 16, "d_kv": 8, "d_ff": 32},
+        train={"steps": 6, "batch_size": 8, "log_every": 3, "eval_samples": 20, "lr": 3e-3, **train},
+    )
+
+
+def _ctx(tmp_path):
+    from registry.context import RunContext
+
+    return RunContext(paper="position-coupling", profile="test", seed=0, device="cpu", out_dir=tmp_path,
+                      show_progress=False)
+
+
+def test_select_len_must_fit_the_coupled_table():
+    with pytest.raises(ValueError, match="select_len"):
+        _select_cfg(select_len=8)  # 8-digit additions need coupled IDs up to 10 > max_pos 9
+    _select_cfg(select_len=7)
+
+
+def test_selection_evaluates_the_lowest_validation_loss_state(tmp_path, monkeypatch):
+    """The selected state is the one with the lowest validation loss (step 2 of 2, 4, 6 here), its accuracies
+    are reported as acc_len*, the final state's as last_acc_len*; without select_len nothing changes."""
+    from methods.position_coupling import run, train as pc_train
+
+    plain = run(_select_cfg(), _ctx(tmp_path / "plain"))
+    assert not any(k.startswith("coupled_last_") or "selected" in k for k in plain)
+
+    losses = iter([0.5, 0.1, 0.3])  # checks at steps 2, 4 and (after training) 6
+    states = {}
+    real_check = pc_train._Selector.check
+
+    def fake_loss(self):
+        return next(losses)
+
+    def spy_check(self, step):
+        value = real_check(self, step)
+        states[step] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return value
+
+    monkeypatch.setattr(pc_train._Selector, "loss", fake_loss)
+    monkeypatch.setattr(pc_train._Selector, "check", spy_check)
+    seen = {}
+    real_eval = pc_train._evaluate
+
+    def spy_eval(model, *a, **k):
+        out = real_eval(model, *a, **k)
+        seen.setdefault("states", []).append({n: v.clone() for n, v in model.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(pc_train, "_evaluate", spy_eval)
+    m = run(_select_cfg(select_len=5, select_every=2), _ctx(tmp_path / "sel"))
+    assert sorted(states) == [2, 4, 6]
+    assert m["coupled_selected_step"] == 4.0 and m["coupled_selected_val_loss"] == pytest.approx(0.1)
+    last_state, selected_state = seen["states"][-2], seen["states"][-1]
+    for name, v in selected_state.items():  # the evaluated model is the step-4 state, not the final one
+        assert torch.equal(v, states[4][name])
+    assert any(not torch.equal(last_state[n], states[4][n]) for n in last_state)
+    for L in (3, 5):
+        assert 0.0 <= m[f"coupled_acc_len{L}"] <= 1.0 and 0.0 <= m[f"coupled_last_acc_len{L}"] <= 1.0
+    # the untouched run and the selection run train identically: the final state's accuracies agree
+    assert m["coupled_last_acc_len5"] == plain["coupled_acc_len5"]
+    assert m["coupled_final_train_loss"] == plain["coupled_final_train_loss"]
+
+
+def test_validation_loss_is_the_answer_token_loss(tmp_path):
+    """The real validation loss is finite, positive and logged per check."""
+    from methods.position_coupling import run
+
+    ctx = _ctx(tmp_path)
+    m = run(_select_cfg(select_len=4, select_every=3, select_samples=30), ctx)
+    assert 0.0 < m["coupled_selected_val_loss"] < 10.0
+    assert m["coupled_selected_step"] in (3.0, 6.0)

@@ -48,13 +48,19 @@ def causal_mask(n: int, device=None) -> torch.Tensor:
 class FIREBias(nn.Module):
     """FIRE: ``b(i, j) = f_theta(psi(i - j) / psi(max(L, i)))`` with ``psi(x) = log(c x + 1)``.
 
-    ``c`` and ``L`` are learnable (``L = |L_mult| * init_L``; ``init_L`` sets its scale).
+    ``c`` and ``L`` are learnable (``L = |L_mult| * init_L``; ``init_L`` sets its scale). ``f_theta`` is a
+    ReLU MLP ``1 -> mlp_width (-> mlp_width ...) -> n_heads`` with ``mlp_layers`` hidden layers.
     """
 
     def __init__(self, n_heads: int, mlp_width: int = 32, init_c: float = 0.1, init_L: float = 512.0,
-                 eps: float = 1e-6):
+                 eps: float = 1e-6, mlp_layers: int = 1):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(1, mlp_width), nn.ReLU(), nn.Linear(mlp_width, n_heads))
+        if mlp_layers < 1:
+            raise ValueError("FIRE needs at least one hidden layer")
+        layers: list[nn.Module] = [nn.Linear(1, mlp_width), nn.ReLU()]
+        for _ in range(mlp_layers - 1):
+            layers += [nn.Linear(mlp_width, mlp_width), nn.ReLU()]
+        self.mlp = nn.Sequential(*layers, nn.Linear(mlp_width, n_heads))
         self.c = nn.Parameter(torch.tensor(float(init_c)))
         self.init_L = float(init_L)
         self.L_mult = nn.Parameter(torch.tensor(1.0))
@@ -79,7 +85,7 @@ class FIREBias(nn.Module):
     @torch.no_grad()
     def init_mlp(self, gen: torch.Generator) -> None:
         """PyTorch's default Linear init for the MLP, drawn from ``gen`` (device-independent runs)."""
-        for lin in (self.mlp[0], self.mlp[2]):
+        for lin in (m for m in self.mlp if isinstance(m, nn.Linear)):
             bound = lin.in_features**-0.5
             lin.weight.copy_((torch.rand(lin.weight.shape, generator=gen) * 2 - 1) * bound)
             lin.bias.copy_((torch.rand(lin.bias.shape, generator=gen) * 2 - 1) * bound)
@@ -142,7 +148,7 @@ class KerpleLogBias(nn.Module):
 def make_bias(encoding: str, n_heads: int, **kw) -> Optional[nn.Module]:
     if encoding == "fire":
         return FIREBias(n_heads, mlp_width=kw.get("fire_mlp_width", 32), init_c=kw.get("fire_init_c", 0.1),
-                        init_L=kw.get("fire_init_L", 512.0))
+                        init_L=kw.get("fire_init_L", 512.0), mlp_layers=kw.get("fire_mlp_layers", 1))
     if encoding == "t5":
         return T5Bias(n_heads, kw.get("t5_num_buckets", 32), kw.get("t5_max_distance", 128))
     if encoding == "alibi":

@@ -59,6 +59,9 @@ class Model(Strict):
     d_ff: int = Field(3072, ge=1)
     act: Literal["gated-gelu", "gelu", "gated-relu", "relu"] = "gelu"
     fire_mlp_width: int = Field(32, ge=1)
+    # hidden layers of f_theta: 1 in the widely copied reference snippet, 2 in a FIRE co-author's later
+    # reimplementation (HanseulJo/position-coupling) and in a third-party description of the paper
+    fire_mlp_layers: int = Field(1, ge=1)
     fire_init_c: float = Field(0.1, gt=0)
     fire_init_L: float = Field(512.0, gt=0)
     t5_num_buckets: int = Field(32, ge=2)

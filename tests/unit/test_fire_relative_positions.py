@@ -125,6 +125,30 @@ def test_fire_progressive_interpolation():
     assert fire(64).shape == (4, 64, 64)
 
 
+def test_fire_mlp_depth_and_seeded_init():
+    """f_theta has the requested hidden layers; one hidden layer draws its init exactly as before the option
+    existed (weights then biases of the first Linear, then of the last), so recorded runs are unchanged."""
+    one, two = relpos.FIREBias(3, mlp_width=8), relpos.FIREBias(3, mlp_width=8, mlp_layers=2)
+    lin = lambda f: [m for m in f.mlp if isinstance(m, torch.nn.Linear)]  # noqa: E731
+    assert [(m.in_features, m.out_features) for m in lin(one)] == [(1, 8), (8, 3)]
+    assert [(m.in_features, m.out_features) for m in lin(two)] == [(1, 8), (8, 8), (8, 3)]
+    g = torch.Generator().manual_seed(0)
+    one.init_mlp(g)
+    g = torch.Generator().manual_seed(0)
+    expect = []
+    for fan_in, shape_w, shape_b in ((1, (8, 1), (8,)), (8, (3, 8), (3,))):
+        bound = fan_in**-0.5
+        expect.append(((torch.rand(shape_w, generator=g) * 2 - 1) * bound, (torch.rand(shape_b, generator=g) * 2 - 1) * bound))
+    for m, (w, b) in zip(lin(one), expect):
+        assert torch.equal(m.weight, w) and torch.equal(m.bias, b)
+    two.init_mlp(torch.Generator().manual_seed(0))
+    assert two(20).shape == (3, 20, 20)
+    with pytest.raises(ValueError):
+        relpos.FIREBias(3, mlp_layers=0)
+    cfg = Config.model_validate({"model": {"fire_mlp_layers": 2}})
+    assert cfg.model.fire_mlp_layers == 2
+
+
 @pytest.mark.parametrize("enc", relpos.ENCODINGS)
 def test_model_is_causal_and_runs_beyond_training_length(enc):
     cfg = Config.model_validate({"model": {"n_layers": 2, "n_heads": 2, "d_model": 16, "d_kv": 8, "d_ff": 32,

@@ -30,8 +30,8 @@ def build_model(encoding: str, mc, vocab_size: int) -> DecoderOnlyTransformer:
     return DecoderOnlyTransformer(
         vocab_size=vocab_size, n_positions=0, d_model=mc.d_model, n_layers=mc.n_layers, n_heads=mc.n_heads,
         d_kv=mc.d_kv, d_ff=mc.d_ff, act=mc.act, norm_position="pre", rel_encoding=encoding,
-        rel_kw=dict(fire_mlp_width=mc.fire_mlp_width, fire_mlp_layers=mc.fire_mlp_layers, fire_init_c=mc.fire_init_c,
-                    fire_init_L=mc.fire_init_L,
+        rel_kw=dict(fire_mlp_width=mc.fire_mlp_width, fire_mlp_layers=mc.fire_mlp_layers,
+                    fire_init_c=mc.fire_init_c, fire_init_L=mc.fire_init_L,
                     t5_num_buckets=mc.t5_num_buckets, t5_max_distance=mc.t5_max_distance, rope_base=mc.rope_base),
         attn_scale="sqrt", init="normal", output_scale=False,
     )

@@ -64,13 +64,17 @@ class Data(Strict):
     # largest coupled position ID; needs max_pos >= max(test_lengths) + 2
     max_pos: int = Field(202, ge=2)
 
+    def largest_id(self, digits: int) -> int:
+        """The largest coupled position ID a problem of ``digits`` digits uses."""
+        return digits + _ID_HEADROOM[self.task]
+
     @model_validator(mode="after")
     def _check(self) -> "Data":
         if self.train_min_digits > self.train_max_digits:
             raise ValueError("train_min_digits > train_max_digits")
         if not self.test_lengths or min(self.test_lengths) < 1:
             raise ValueError("test_lengths must be non-empty positive integers")
-        need = max(max(self.test_lengths), self.train_max_digits) + _ID_HEADROOM[self.task]
+        need = self.largest_id(max(max(self.test_lengths), self.train_max_digits))
         if self.max_pos < need:
             raise ValueError(f"max_pos={self.max_pos} too small: coupled IDs reach {need}")
         return self
@@ -110,8 +114,8 @@ class Config(MethodConfig):
     @model_validator(mode="after")
     def _check_select(self) -> "Config":
         sel = self.train.select_len
-        if sel is not None and sel + _ID_HEADROOM[self.data.task] > self.data.max_pos:
-            raise ValueError(f"train.select_len={sel} needs coupled IDs up to {sel + _ID_HEADROOM[self.data.task]}"
+        if sel is not None and self.data.largest_id(sel) > self.data.max_pos:
+            raise ValueError(f"train.select_len={sel} needs coupled IDs up to {self.data.largest_id(sel)}"
                              f" but data.max_pos is {self.data.max_pos}")
         return self
 

@@ -47,17 +47,22 @@ def _eval_sets(task, lengths, n: int, seed: int) -> dict[int, "tasks.Operands"]:
     return {L: task.sample(_gen(seed * 1000 + L), n, L, L) for L in lengths}
 
 
+def _eval_batches(model, scheme, task, ops, m: int, cfg, device, max_pos: int):
+    """Yield ``(logits, batch)`` for the first ``m`` problems of ``ops`` in evaluation batches (test-time IDs)."""
+    for i in range(0, m, cfg.train.eval_batch_size):
+        idx = torch.arange(i, min(m, i + cfg.train.eval_batch_size))
+        batch = task.encode(ops.select(idx)).to(device)
+        pos = st.position_ids(scheme, batch, train=False, max_pos=max_pos)
+        yield model(batch.tokens, pos), batch
+
+
 @torch.no_grad()
 def _evaluate(model, scheme, task, sets, n: int, cfg, device, max_pos: int) -> dict[str, float]:
     model.eval()
     out = {}
     for L, ops in sets.items():
         exact_sum, tok_sum, m = 0.0, 0.0, min(n, len(ops))
-        for i in range(0, m, cfg.train.eval_batch_size):
-            idx = torch.arange(i, min(m, i + cfg.train.eval_batch_size))
-            batch = task.encode(ops.select(idx)).to(device)
-            pos = st.position_ids(scheme, batch, train=False, max_pos=max_pos)
-            logits = model(batch.tokens, pos)
+        for logits, batch in _eval_batches(model, scheme, task, ops, m, cfg, device, max_pos):
             exact, tok = st.answer_accuracy(logits, batch.targets)
             exact_sum += exact.float().sum().item()
             tok_sum += tok.sum().item()
@@ -79,13 +84,10 @@ class _Selector:
     def loss(self) -> float:
         self.model.eval()
         total, n = 0.0, len(self.val_set)
-        bs = self.cfg.train.eval_batch_size
-        for i in range(0, n, bs):
-            idx = torch.arange(i, min(n, i + bs))
-            batch = self.task.encode(self.val_set.select(idx)).to(self.device)
-            pos = st.position_ids(self.scheme, batch, train=False, max_pos=self.max_pos)
+        for logits, batch in _eval_batches(self.model, self.scheme, self.task, self.val_set, n, self.cfg,
+                                           self.device, self.max_pos):
             # every problem has the same length, so the mean over batches weighted by size is the set's mean
-            total += st.lm_loss(self.model(batch.tokens, pos), batch.targets).item() * idx.numel()
+            total += st.lm_loss(logits, batch.targets).item() * batch.tokens.shape[0]
         self.model.train()
         return total / n
 
@@ -152,14 +154,19 @@ def _train_one(scheme: str, cfg, ctx, task, eval_sets, val_set=None) -> dict[str
     train_s = time.perf_counter() - t0
 
     final: dict[str, float] = {}
+    sel = None
     if selector is not None:
         ctx.log(done, **{f"{pre}val_loss": selector.check(done)})
         last = _evaluate(model, scheme, task, eval_sets, tc.eval_samples, cfg, device, max_pos)
         final.update({f"last_{k}": v for k, v in last.items()})
-        selector.restore()
         final["selected_step"] = float(selector.best_step)
         final["selected_val_loss"] = selector.best_loss
-    sel = _evaluate(model, scheme, task, eval_sets, tc.eval_samples, cfg, device, max_pos)
+        if selector.best_step == done:
+            sel = last  # the final state is the selected one: evaluate it once
+        else:
+            selector.restore()
+    if sel is None:
+        sel = _evaluate(model, scheme, task, eval_sets, tc.eval_samples, cfg, device, max_pos)
     ctx.log(done, **{f"{pre}{k}": v for k, v in sel.items() if k.startswith("acc_")})
     final.update(sel)
     final["final_train_loss"] = lv

@@ -388,3 +388,24 @@ def test_validation_loss_is_the_answer_token_loss(tmp_path):
     m = run(_select_cfg(select_len=4, select_every=3, select_samples=30), ctx)
     assert 0.0 < m["coupled_selected_val_loss"] < 10.0
     assert m["coupled_selected_step"] in (3.0, 6.0)
+
+
+def test_selected_final_state_is_evaluated_once(tmp_path, monkeypatch):
+    """When the last check has the lowest loss, the final state is the selected one: its accuracies are reported
+    both as acc_len* and last_acc_len* from a single evaluation."""
+    from methods.position_coupling import run, train as pc_train
+
+    losses = iter([0.5, 0.3, 0.1])
+    monkeypatch.setattr(pc_train._Selector, "loss", lambda self: next(losses))
+    calls = []
+    real_eval = pc_train._evaluate
+
+    def counting_eval(*a, **k):
+        calls.append(1)
+        return real_eval(*a, **k)
+
+    monkeypatch.setattr(pc_train, "_evaluate", counting_eval)
+    m = run(_select_cfg(select_len=5, select_every=2), _ctx(tmp_path))
+    assert m["coupled_selected_step"] == 6.0 and len(calls) == 1
+    for L in (3, 5):
+        assert m[f"coupled_acc_len{L}"] == m[f"coupled_last_acc_len{L}"]

@@ -78,7 +78,7 @@ def _random_offset(batch, *, train: bool, max_pos: int, gen: Optional[torch.Gene
 
 def _random_offset_example(batch, *, train: bool, max_pos: int, gen: Optional[torch.Generator]) -> torch.Tensor:
     bsz, L = batch.tokens.shape
-    own = (batch.tokens != 0).sum(1)  # BOS .. EOS (PAD = 0 only at the end)
+    own = (batch.tokens != 0).sum(1).cpu()  # BOS .. EOS (PAD = 0 only at the end); ids are built on CPU
     ids = torch.arange(L).unsqueeze(0).expand(bsz, L)
     if train:
         room = max_pos - (own - 1)

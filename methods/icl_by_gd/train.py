@@ -30,6 +30,11 @@ def _sampler(cfg, generator, device):
     return sample
 
 
+def _on(device, sample):
+    """``sample`` with its tensors moved to ``device``."""
+    return lambda n: {k: v.to(device, non_blocking=True) for k, v in sample(n).items()}
+
+
 def _optimizer(tc, params):
     if tc.optimizer == "adam":
         return torch.optim.Adam(params, lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay)
@@ -82,8 +87,9 @@ def run_all(cfg, ctx) -> dict[str, float]:
     model.to(device)
     opt = _optimizer(tc, model.parameters())
 
-    g_train = torch.Generator(device=device).manual_seed(ctx.seed_for("train-data"))
-    train_sample = _sampler(cfg, g_train, device)
+    # training data: a CPU stream moved to the device, so a GPU run trains on the same tasks as a CPU run
+    g_train = torch.Generator(device="cpu").manual_seed(ctx.seed_for("train-data"))
+    train_sample = _on(device, _sampler(cfg, g_train, "cpu"))
 
     ctx.log(0, test_loss=_eval_loss(model, ev_tokens, ev["yq"]), gd_loss=loss_gd)
 
@@ -140,8 +146,8 @@ def _multilayer(cfg, ctx, K: int, ev, ev_tokens, ls, device) -> dict[str, float]
     model.reset_parameters(tc.init_scale / K, g_init)  # official code divides the init scale by K
     model.to(device)
     opt = _optimizer(tc, model.parameters())
-    g_train = torch.Generator(device=device).manual_seed(ctx.seed_for(f"train-data-ml{K}"))
-    train_sample = _sampler(cfg, g_train, device)
+    g_train = torch.Generator(device="cpu").manual_seed(ctx.seed_for(f"train-data-ml{K}"))
+    train_sample = _on(device, _sampler(cfg, g_train, "cpu"))
 
     def batch_loss() -> torch.Tensor:
         b = train_sample(bs)

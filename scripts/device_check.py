@@ -26,10 +26,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -89,15 +89,17 @@ def run_one(root: Path, paper: str, profile: str, device: str, threads: int | No
     out: dict[str, Any] = {"paper": paper, "profile": profile, "device_requested": device}
     started = time.time() - 1.0  # results older than this are an earlier run's (file times are coarse)
     t0 = time.perf_counter()
+    # its own process group, so that a run stopped at the budget takes its worker processes with it
+    proc = subprocess.Popen(registry_cmd(paper, profile, device, threads), cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        proc = subprocess.run(registry_cmd(paper, profile, device, threads), cwd=root, env=env,
-                              capture_output=True, text=True, timeout=max(1.0, timeout))
+        text, _ = proc.communicate(timeout=max(1.0, timeout))
         out["rc"] = proc.returncode
-        text = proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as exc:
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        text, _ = proc.communicate()
         out["rc"] = "timeout"
-        text = "".join(s.decode(errors="replace") if isinstance(s, bytes) else (s or "")
-                       for s in (exc.stdout, exc.stderr))
+        text += f"\n(stopped at the check's budget after {time.perf_counter() - t0:.0f} s)"
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     out["log"] = text
     rdir = root / "results" / paper / profile
@@ -229,11 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copytree(root / "methods", ref_root / "methods",
                             ignore=shutil.ignore_patterns("__pycache__"))
         pool = ThreadPoolExecutor(max_workers=max(1, args.ref_jobs))
-        lock = threading.Lock()
 
         def ref_job(paper: str, profile: str) -> dict[str, Any]:
-            with lock:
-                left = deadline - time.perf_counter()
+            left = deadline - time.perf_counter()
             if left <= 0:
                 return {"rc": "skipped"}
             return run_one(ref_root, paper, profile, "cpu", args.threads or 2, left)

@@ -101,3 +101,13 @@ def test_results_of_an_earlier_run_do_not_count(tmp_path: Path) -> None:
         pytest.skip("needs a machine without CUDA")
     r = dc.run_one(root, "parity-cot-transformer", "smoke", "cuda", None, 120)
     assert r["rc"] == 1 and "error" in r and "no CUDA device" in r["error"]
+
+
+@pytest.mark.slow
+def test_a_run_past_the_budget_is_stopped_and_fails_the_check(tmp_path: Path) -> None:
+    proc, out = run_check(tmp_path, "--papers", "parity-cot-transformer", "--profiles", "cpu,smoke",
+                          "--budget-s", "8", "--no-reference")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    cpu, smoke = json.loads((out / "device_check.json").read_text())["runs"]
+    assert cpu["rc"] == "timeout" and not cpu["ok"] and "budget" in cpu["error"] and cpu["wall_s"] < 30
+    assert smoke["rc"] == "skipped" and not smoke["ok"]

@@ -280,6 +280,8 @@ def _run_options(f):
     f = click.option("--jobs", type=click.IntRange(min=1),
                      help="Train seeds (and a method's declared parts) in this many processes at once (CPU only; "
                           "default: the profile's jobs, else 1); results equal a --threads run.")(f)
+    f = click.option("--fresh", is_flag=True,
+                     help="Train every seed again, ignoring seeds kept from an interrupted run of the same config.")(f)
     f = click.option("--no-track", is_flag=True, help="Do not log to MLflow (results are still written).")(f)
     f = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(f)
     return f
@@ -312,7 +314,7 @@ def _track(fn, root: Path, paper: str, profile: str, what: str) -> None:
 
 
 def do_train(paper: str, profile: str, device: str | None, seeds: str | None, threads: int | None,
-             no_track: bool, quiet: bool, jobs: int | None = None) -> None:
+             no_track: bool, quiet: bool, jobs: int | None = None, fresh: bool = False) -> None:
     from . import runner, tracking
 
     root = find_root()
@@ -324,7 +326,7 @@ def do_train(paper: str, profile: str, device: str | None, seeds: str | None, th
     try:
         out = runner.train(root, m, path, profile, device=device,
                            seeds=_parse_seeds(seeds), show_progress=not quiet, threads=threads, jobs=jobs,
-                           echo=lambda s: click.echo(s, err=True))
+                           fresh=fresh, echo=lambda s: click.echo(s, err=True))
     except runner.RunError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -363,9 +365,9 @@ def do_verify(paper: str, profile: str, no_track: bool) -> int:
 @click.argument("paper")
 @_run_options
 def train(paper: str, profile: str, device: str | None, seeds: str | None, threads: int | None,
-          jobs: int | None, no_track: bool, quiet: bool) -> None:
+          jobs: int | None, fresh: bool, no_track: bool, quiet: bool) -> None:
     """Train PAPER at a profile: every seed, results to results/PAPER/PROFILE/run, logged to MLflow."""
-    do_train(paper, profile, device, seeds, threads, no_track, quiet, jobs)
+    do_train(paper, profile, device, seeds, threads, no_track, quiet, jobs, fresh)
 
 
 @cli.command("verify")
@@ -385,9 +387,9 @@ def verify_cmd(paper: str, profile: str, no_track: bool, exit_zero: bool) -> Non
 @click.argument("paper")
 @_run_options
 def run(paper: str, profile: str, device: str | None, seeds: str | None, threads: int | None,
-        jobs: int | None, no_track: bool, quiet: bool) -> None:
+        jobs: int | None, fresh: bool, no_track: bool, quiet: bool) -> None:
     """Train and verify PAPER at a profile (train + verify); exit 1 when a claim fails."""
-    do_train(paper, profile, device, seeds, threads, no_track, quiet, jobs)
+    do_train(paper, profile, device, seeds, threads, no_track, quiet, jobs, fresh)
     sys.exit(do_verify(paper, profile, no_track))
 
 

@@ -11,6 +11,9 @@ Layout of ``results/<paper>/<profile>/``::
     verification.json    written by ``registry verify``
     verification.md
     tracking.json        MLflow bookkeeping (which run holds these results)
+    .partial-<key>/      while a run is under way or after it broke off: every finished seed (or declared part
+                         of one) as seed-<s>[.part-<p>].json plus its seed-<s>/ files; a rerun with the same
+                         config, method code and device reuses them, and the folder goes once a run completes
 """
 from __future__ import annotations
 
@@ -70,6 +73,45 @@ def run_identity(resolved: Resolved, method: methods.Method) -> str:
     """Content identity of a run: resolved config, seeds, device request and method code."""
     return content_hash({"paper": resolved.manifest.id, "method": method.key, "config": resolved.as_dict(),
                          "code": code_hash(method)})
+
+
+def partial_key(resolved: Resolved, method: methods.Method, device: str) -> str:
+    """What a finished seed's result depends on: config sections, method code and device (not the seed list,
+    not the thread count)."""
+    return content_hash({"paper": resolved.manifest.id, "method": method.key,
+                         "sections": resolved.method_sections(), "code": code_hash(method), "device": device})
+
+
+def _unit_file(partial: Path, seed: int, part: str | None) -> Path:
+    return partial / (f"seed-{seed}.json" if part is None else f"seed-{seed}.part-{part}.json")
+
+
+def _save_unit(partial: Path, out: dict[str, Any], threads: int | None) -> None:
+    """Keep one finished seed (or part of one) of a run under way (atomic: whole or absent)."""
+    unit = {k: out[k] for k in ("seed", "part", "seconds", "metrics")}
+    unit.update(curves=[list(c) for c in out["curves"]], threads=threads)
+    atomic_write_text(_unit_file(partial, out["seed"], out["part"]), json.dumps(unit) + "\n")
+
+
+def _load_units(partial: Path) -> dict[tuple[int, str | None], dict[str, Any]]:
+    units: dict[tuple[int, str | None], dict[str, Any]] = {}
+    for f in sorted(partial.glob("seed-*.json")):
+        try:
+            u = json.loads(f.read_text(encoding="utf-8"))
+            u["curves"] = [tuple(c) for c in u["curves"]]
+            units[(int(u["seed"]), u["part"])] = u
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable: that unit is trained again
+    return units
+
+
+def _reusable(units: dict, seed: int, names: list[str | None]) -> list[dict] | None:
+    """The kept results that make up ``seed`` whole (the seed itself, or every declared part), else None."""
+    if (seed, None) in units:
+        return [units[(seed, None)]]
+    if names != [None] and all((seed, p) in units for p in names):
+        return [units[(seed, p)] for p in names]
+    return None
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -325,54 +367,63 @@ def _merge_parts(key: str, seed: int, outs: list[dict]) -> dict[str, float]:
 
 
 def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: str, method, sections: dict,
-                        parts: dict[str, float], dev: str, run_seeds: list[int], tmp: Path,
-                        echo) -> tuple[list[dict], list]:
+                        parts: dict[str, float], dev: str, run_seeds: list[int], partial: Path,
+                        kept: dict[tuple[int, str | None], dict], echo) -> tuple[list[dict], list]:
     """Train the seeds in ``jobs`` worker processes of ``threads`` torch threads each (spawned, so no
     OpenMP state is inherited). With declared ``parts`` (name -> relative cost) every (seed, part) is
     its own task, the costliest first, and a seed's parts are merged in their declared order. Every
     task runs exactly as in the sequential loop with ``torch.set_num_threads(threads)``, so the results
     equal a ``--threads <threads>`` run. On the first failure (or Ctrl-C) the pool is terminated, so no
-    worker writes into ``tmp`` afterwards."""
+    worker writes afterwards. Seeds (or parts) kept in ``kept`` from an interrupted run are not trained
+    again; each newly finished one is kept in ``partial`` at once."""
     import multiprocessing
 
     names: list[str | None] = list(parts) or [None]  # merge order
     costliest_first = sorted(parts, key=lambda p: -parts[p]) or [None]  # stable: ties keep declared order
-    units = [(seed, part) for part in costliest_first for seed in run_seeds]
-    for seed in run_seeds:
-        (tmp / f"seed-{seed}").mkdir()
+    whole = {seed for seed in run_seeds if (seed, None) in kept}
+    units = [(seed, part) for part in costliest_first for seed in run_seeds
+             if seed not in whole and (seed, part) not in kept]
+    for seed in {seed for seed, _ in units}:
+        (partial / f"seed-{seed}").mkdir(exist_ok=True)
     tasks = [(manifest.id, profile, method.key, method.module, sections, seed, part, dev,
-              str(tmp / f"seed-{seed}"), threads) for seed, part in units]
-    what = f"seeds {', '.join(map(str, run_seeds))}" + (f" x parts {', '.join(parts)}" if parts else "")
-    echo(f"[{manifest.id}@{profile}] {what} on {dev}: {jobs} processes x {threads} thread(s) ...")
-    results: dict[tuple[int, str | None], dict] = {}
-    with multiprocessing.get_context("spawn").Pool(processes=jobs) as pool:  # exit terminates the workers
-        for out in pool.imap_unordered(_seed_job_packed, tasks):
-            if "error" in out:
-                raise RunError(out["error"])
-            results[(out["seed"], out["part"])] = out
-            label = f"seed {out['seed']}" + (f" part {out['part']}" if out["part"] is not None else "")
-            echo(f"[{manifest.id}@{profile}] {label} done in {out['seconds']:.1f}s")
+              str(partial / f"seed-{seed}"), threads) for seed, part in units]
+    results: dict[tuple[int, str | None], dict] = dict(kept)
+    if tasks:
+        todo = sorted({seed for seed, _ in units})
+        what = f"seeds {', '.join(map(str, todo))}" + (f" x parts {', '.join(parts)}" if parts else "")
+        n_proc = min(jobs, len(tasks))
+        echo(f"[{manifest.id}@{profile}] {what} on {dev}: {n_proc} processes x {threads} thread(s) ...")
+        with multiprocessing.get_context("spawn").Pool(processes=n_proc) as pool:  # exit terminates the workers
+            for out in pool.imap_unordered(_seed_job_packed, tasks):
+                if "error" in out:
+                    raise RunError(out["error"])
+                _save_unit(partial, out, threads)
+                results[(out["seed"], out["part"])] = out
+                label = f"seed {out['seed']}" + (f" part {out['part']}" if out["part"] is not None else "")
+                echo(f"[{manifest.id}@{profile}] {label} done in {out['seconds']:.1f}s")
     per_seed, curves = [], []
     for seed in run_seeds:  # the sequential loop's order, whatever order the workers finished in
-        outs = [results[(seed, part)] for part in names]
+        outs = _reusable(results, seed, names)
+        assert outs is not None, (seed, names)
         per_seed.append({"seed": seed, "seconds": round(sum(o["seconds"] for o in outs), 3),
                          "metrics": _merge_parts(method.key, seed, outs)})
         for o in outs:
             curves += [tuple(c) for c in o["curves"]]
-        seed_dir = tmp / f"seed-{seed}"
-        if not any(seed_dir.iterdir()):
-            seed_dir.rmdir()
     return per_seed, curves
 
 
 def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, device: str | None = None,
           seeds: list[int] | None = None, show_progress: bool = True, threads: int | None = None,
-          jobs: int | None = None, echo=print) -> RunOutcome:
+          jobs: int | None = None, fresh: bool = False, echo=print) -> RunOutcome:
     """Train every seed of ``profile`` and write ``results/<id>/<profile>/run`` atomically.
 
     ``jobs`` > 1 trains seeds (and the parts a method declares within a seed) in that many worker
     processes on CPU, each with ``threads`` torch threads (default 1); results then equal a
     sequential run with ``threads=<that number>``. ``jobs=None`` takes the profile's ``jobs`` (default 1).
+
+    Every finished seed (or part) is kept at once in ``.partial-<key>/`` next to ``run/``; when a run breaks
+    off (a crash, Ctrl-C, a lost machine), the next run with the same config, method code and device trains
+    only what is missing (``fresh=True``: everything again). The folder is removed once ``run/`` is written.
     """
     import torch
 
@@ -408,6 +459,16 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
     final = run_dir(root, manifest.id, profile)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final.parent, echo)
+    partial = final.parent / f".partial-{partial_key(resolved, method, dev)[:16]}"
+    if fresh:
+        shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(exist_ok=True)
+    kept = _load_units(partial)
+    names: list[str | None] = list(parts) or [None]
+    reused = [seed for seed in run_seeds if _reusable(kept, seed, names) is not None]
+    if reused:
+        echo(f"[{manifest.id}@{profile}] reusing seed(s) {', '.join(map(str, reused))} finished by an interrupted "
+             f"run with the same config, code and device ({partial.relative_to(root)}; --fresh retrains them)")
     tmp = final.with_name(f".run.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -417,20 +478,30 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
         t_all = time.perf_counter()
         if jobs > 1:
             per_seed, curves = _run_seeds_parallel(jobs, threads, manifest, profile, method,
-                                                   resolved.method_sections(), parts, dev, run_seeds, tmp, echo)
+                                                   resolved.method_sections(), parts, dev, run_seeds, partial,
+                                                   kept, echo)
         else:
             for seed in run_seeds:
-                seed_dir = tmp / f"seed-{seed}"
-                seed_dir.mkdir()
-                ctx = RunContext(paper=manifest.id, profile=profile, seed=seed, device=dev, out_dir=seed_dir,
-                                 show_progress=show_progress)
-                echo(f"[{manifest.id}@{profile}] seed {seed} on {dev} ...")
-                seconds, metrics = _train_seed(method, cfg, ctx)
-                per_seed.append({"seed": seed, "seconds": seconds, "metrics": metrics})
-                curves += ctx.curves
-                if not any(seed_dir.iterdir()):
-                    seed_dir.rmdir()
-                echo(f"[{manifest.id}@{profile}] seed {seed} done in {seconds:.1f}s")
+                outs = _reusable(kept, seed, names)
+                if outs is None:
+                    seed_dir = partial / f"seed-{seed}"
+                    shutil.rmtree(seed_dir, ignore_errors=True)  # files of an unfinished attempt
+                    ctx = RunContext(paper=manifest.id, profile=profile, seed=seed, device=dev, out_dir=seed_dir,
+                                     show_progress=show_progress)
+                    echo(f"[{manifest.id}@{profile}] seed {seed} on {dev} ...")
+                    seconds, metrics = _train_seed(method, cfg, ctx)
+                    outs = [{"seed": seed, "part": None, "seconds": seconds, "metrics": metrics,
+                             "curves": ctx.curves}]
+                    _save_unit(partial, outs[0], threads)
+                    echo(f"[{manifest.id}@{profile}] seed {seed} done in {seconds:.1f}s")
+                per_seed.append({"seed": seed, "seconds": round(sum(o["seconds"] for o in outs), 3),
+                                 "metrics": _merge_parts(method.key, seed, outs)})
+                for o in outs:
+                    curves += [tuple(c) for c in o["curves"]]
+        for seed in run_seeds:  # the seeds' own files, whole (unfinished attempts were cleared or redone)
+            src = partial / f"seed-{seed}"
+            if src.is_dir() and any(src.iterdir()):
+                shutil.copytree(src, tmp / f"seed-{seed}")
         record = {
             "paper": manifest.id, "profile": profile, "method": method.key, "run_id": ident,
             "device": dev, "seeds": run_seeds, "per_seed": per_seed,
@@ -438,6 +509,8 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
             "config": resolved.as_dict() | {"device": dev},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if reused:
+            record["reused_seeds"] = reused
         _write_json(tmp / "metrics.json", record)
         write_curves_csv(tmp / "curves.csv", curves)
         plot_curves(tmp / "curves.png", curves, f"{manifest.id} @ {profile}")
@@ -447,6 +520,7 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutil.rmtree(partial, ignore_errors=True)  # everything it held is in run/ now
     return RunOutcome(final, record)
 
 

@@ -8,8 +8,8 @@ CPU in a scratch copy of the checkout, alongside the device runs. Then report pe
 on which device, its verdict, its wall time, and how far its final metrics are from the CPU run's (the data
 and initial weights come from CPU generators, so a device bug shows up as a large difference, while float
 rounding gives small ones). Writes DIR/device_check.md, DIR/device_check.json and DIR/device_check.log (every
-run's output; DIR: --out, else $OUT, else ./device_check). Exit code 0 when every device run finished with its results on the
-requested device, 1 otherwise, 2 on bad arguments.
+run's output; DIR: --out, else $OUT, else ./device_check). Exit code 0 when every device run finished with
+its results on the requested device, 1 otherwise, 2 on bad arguments.
 
 On this workplace's GPU machine python3 already has torch, click, pyyaml, numpy, matplotlib and tqdm, but
 not pydantic. Fetch it here once (wheels for that machine's Python 3.12, into the git-ignored .whl/):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def _fixture_parts(cfg: _Config) -> dict[str, float]:
 
 @register("runner-fixture", config=_Config, parts=_fixture_parts)
 def _run(cfg: _Config, ctx) -> dict[str, float]:
+    # a crash from outside the config (a lost machine, Ctrl-C): the rerun has the same config
+    if ctx.seed == int(os.environ.get("ZZ_CRASH_SEED", "-1")) and ctx.part in (None, "b"):
+        raise RuntimeError("machine lost")
     if cfg.data.split:
         out: dict[str, float] = {}
         if ctx.runs("a"):
@@ -119,8 +123,10 @@ def test_crash_leaves_previous_results_untouched(root: Path) -> None:
     with pytest.raises(runner.RunError, match="seed 1.*boom"):
         runner.train(root, m2, p2, "cpu", show_progress=False, echo=lambda s: None)
     assert (first.run_dir / "metrics.json").read_text() == before
-    leftovers = [p.name for p in first.run_dir.parent.iterdir() if p.name.startswith(".")]
-    assert leftovers == []
+    leftovers = [p for p in first.run_dir.parent.iterdir() if p.name.startswith(".")]
+    # only the finished seed 0, kept for a rerun of the same config; nothing half-written
+    assert [p.name.split("-")[0] for p in leftovers] == [".partial"]
+    assert sorted(f.name for f in leftovers[0].iterdir()) == ["seed-0.json"]
 
 
 def test_unfinished_output_of_a_killed_run_is_removed_but_a_live_ones_is_kept(root: Path) -> None:
@@ -255,9 +261,11 @@ def test_jobs_crash_names_the_seed_and_keeps_previous_results(root: Path) -> Non
     with pytest.raises(runner.RunError, match="seed 1.*boom"):
         runner.train(root, mf.load(path), path, "cpu", seeds=[0, 1], jobs=2, show_progress=False,
                      echo=lambda s: None)
-    time.sleep(2.5)  # a surviving worker would have written into the removed temporary directory by now
+    time.sleep(2.5)  # a surviving worker would have written its file by now
     assert (first.run_dir / "metrics.json").read_text() == before
-    assert [p.name for p in first.run_dir.parent.iterdir() if p.name.startswith(".")] == []
+    leftovers = [p for p in first.run_dir.parent.iterdir() if p.name.startswith(".")]
+    assert [p.name.split("-")[0] for p in leftovers] == [".partial"]  # no .run.tmp
+    assert not list(leftovers[0].rglob("*.json")) and not list(leftovers[0].rglob("done.txt"))
 
 
 def test_parts_returning_the_same_metric_are_an_error(root: Path) -> None:
@@ -265,7 +273,8 @@ def test_parts_returning_the_same_metric_are_an_error(root: Path) -> None:
     path.write_text(path.read_text().replace("data: {value: 1.0}", "data: {value: 1.0, split: true, clash: true}"))
     with pytest.raises(runner.RunError, match="'score' from two parts"):
         runner.train(root, mf.load(path), path, "cpu", seeds=[0], jobs=2, show_progress=False, echo=lambda s: None)
-    assert [p.name for p in (root / "results" / "zz-e2e" / "cpu").iterdir()] == []
+    # no run/ and nothing half-written: only the two finished parts, kept for a rerun
+    assert [p.name.split("-")[0] for p in (root / "results" / "zz-e2e" / "cpu").iterdir()] == [".partial"]
 
 
 def test_profile_jobs_are_the_default_and_the_option_overrides_them(root: Path) -> None:
@@ -328,3 +337,80 @@ def test_jobs_split_declared_parts_of_real_methods_with_the_same_numbers(tmp_pat
     assert numbers(par.record) == numbers(seq.record)
     assert len(numbers(par.record)) > 15
     assert runner.read_curves_csv(par.run_dir / "curves.csv") == seq_curves
+
+
+def _done_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if " done in " in line]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_broken_off_run_keeps_its_finished_seeds_and_the_rerun_trains_only_the_rest(
+        root: Path, jobs: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(root, 1.0)
+    path.write_text(path.read_text().replace("data: {value: 1.0}", "data: {value: 1.0, slow_seconds: 0.01}"))
+    whole = runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
+    want = json.loads((whole.run_dir / "metrics.json").read_text())
+    want_curves = runner.read_curves_csv(whole.run_dir / "curves.csv")
+    assert not list(whole.run_dir.parent.glob(".partial-*"))  # removed once run/ is written
+
+    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
+    with pytest.raises(runner.RunError, match="seed 2.*machine lost"):
+        runner.train(root, mf.load(path), path, "cpu", threads=1, jobs=jobs, show_progress=False,
+                     echo=lambda s: None)
+    (partial,) = whole.run_dir.parent.glob(".partial-*")
+    kept = sorted(f.name for f in partial.glob("seed-*.json"))
+    assert "seed-2.json" not in kept and (jobs == 2 or kept == ["seed-0.json", "seed-1.json"])
+
+    monkeypatch.delenv("ZZ_CRASH_SEED")
+    lines: list[str] = []
+    out = runner.train(root, mf.load(path), path, "cpu", threads=1, jobs=jobs, show_progress=False,
+                       echo=lines.append)
+    rec = json.loads((out.run_dir / "metrics.json").read_text())
+    assert len(_done_lines(lines)) == 3 - len(kept)  # only the missing seeds were trained
+    assert rec["reused_seeds"] == [int(k.split("-")[1].split(".")[0]) for k in kept]
+    assert (len(kept) > 0) == any("reusing seed(s)" in line for line in lines)
+    assert [s["metrics"] for s in rec["per_seed"]] == [s["metrics"] for s in want["per_seed"]]
+    assert runner.read_curves_csv(out.run_dir / "curves.csv") == want_curves
+    assert all((out.run_dir / f"seed-{s}" / "done.txt").is_file() for s in (0, 1, 2))  # kept seeds' files too
+    assert not partial.exists()
+
+
+def test_kept_seeds_are_not_reused_for_another_config_or_with_fresh(root: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(root, 1.0)
+    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
+    with pytest.raises(runner.RunError):
+        runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None)
+    monkeypatch.delenv("ZZ_CRASH_SEED")
+    lines: list[str] = []
+    runner.train(root, mf.load(path), path, "cpu", fresh=True, show_progress=False, echo=lines.append)
+    assert len(_done_lines(lines)) == 3 and not any("reusing" in line for line in lines)
+
+    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
+    with pytest.raises(runner.RunError):
+        runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None)
+    monkeypatch.delenv("ZZ_CRASH_SEED")
+    path2 = write(root, 2.0)  # another config: the seeds kept for value 1.0 do not apply
+    lines = []
+    rec = runner.train(root, mf.load(path2), path2, "cpu", show_progress=False, echo=lines.append).record
+    assert len(_done_lines(lines)) == 3 and "reused_seeds" not in rec
+    assert rec["per_seed"][0]["metrics"]["score"] == 2.0
+
+
+def test_declared_parts_resume_part_by_part(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(root, 1.0)
+    path.write_text(path.read_text().replace("data: {value: 1.0}", "data: {value: 1.0, split: true}"))
+    want = runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
+    monkeypatch.setenv("ZZ_CRASH_SEED", "1")  # part b of seed 1 breaks
+    with pytest.raises(runner.RunError, match="seed 1.*part 'b'.*machine lost"):
+        runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
+    (partial,) = want.run_dir.parent.glob(".partial-*")
+    kept = sorted(f.name for f in partial.glob("seed-*.json"))
+    assert "seed-1.part-b.json" not in kept and all(".part-" in k for k in kept)
+    monkeypatch.delenv("ZZ_CRASH_SEED")
+    lines: list[str] = []
+    out = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lines.append)
+    assert len(_done_lines(lines)) == 6 - len(kept)  # 3 seeds x 2 parts, less the kept ones
+    assert out.record["per_seed"] == [{**s, "seconds": s2["seconds"]} for s, s2 in
+                                      zip(want.record["per_seed"], out.record["per_seed"])]
+    assert runner.read_curves_csv(out.run_dir / "curves.csv") == runner.read_curves_csv(want.run_dir / "curves.csv")

@@ -366,6 +366,14 @@ def _merge_parts(key: str, seed: int, outs: list[dict]) -> dict[str, float]:
     return merged
 
 
+def _add_seed(key: str, seed: int, outs: list[dict], per_seed: list[dict], curves: list) -> None:
+    """Append one seed, made of its results ``outs`` (the whole seed, or its parts in declared order)."""
+    per_seed.append({"seed": seed, "seconds": round(sum(o["seconds"] for o in outs), 3),
+                     "metrics": _merge_parts(key, seed, outs)})
+    for o in outs:
+        curves += [tuple(c) for c in o["curves"]]
+
+
 def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: str, method, sections: dict,
                         parts: dict[str, float], dev: str, run_seeds: list[int], partial: Path,
                         kept: dict[tuple[int, str | None], dict], echo) -> tuple[list[dict], list]:
@@ -405,10 +413,7 @@ def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: st
     for seed in run_seeds:  # the sequential loop's order, whatever order the workers finished in
         outs = _reusable(results, seed, names)
         assert outs is not None, (seed, names)
-        per_seed.append({"seed": seed, "seconds": round(sum(o["seconds"] for o in outs), 3),
-                         "metrics": _merge_parts(method.key, seed, outs)})
-        for o in outs:
-            curves += [tuple(c) for c in o["curves"]]
+        _add_seed(method.key, seed, outs, per_seed, curves)
     return per_seed, curves
 
 
@@ -494,10 +499,7 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
                              "curves": ctx.curves}]
                     _save_unit(partial, outs[0], threads)
                     echo(f"[{manifest.id}@{profile}] seed {seed} done in {seconds:.1f}s")
-                per_seed.append({"seed": seed, "seconds": round(sum(o["seconds"] for o in outs), 3),
-                                 "metrics": _merge_parts(method.key, seed, outs)})
-                for o in outs:
-                    curves += [tuple(c) for c in o["curves"]]
+                _add_seed(method.key, seed, outs, per_seed, curves)
         for seed in run_seeds:  # the seeds' own files, whole (unfinished attempts were cleared or redone)
             src = partial / f"seed-{seed}"
             if src.is_dir() and any(src.iterdir()):

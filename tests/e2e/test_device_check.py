@@ -24,11 +24,17 @@ def load_script():
     return mod
 
 
-def run_check(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+def make_root(tmp: Path) -> Path:
+    """A registry root holding copies of the manifests (methods come from the installed package)."""
     root = tmp / "reg"
     root.mkdir()
     shutil.copy(ROOT / "pyproject.toml", root)
     shutil.copytree(ROOT / "manifests", root / "manifests")
+    return root
+
+
+def run_check(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    root = make_root(tmp)
     out = tmp / "out"
     env = {**os.environ, "REGISTRY_ROOT": str(root)}
     env.pop("OUT", None)
@@ -85,10 +91,7 @@ def test_results_of_an_earlier_run_do_not_count(tmp_path: Path) -> None:
     """A run that breaks (here: CUDA asked for on a machine without it, exit 1 like a failing claim) must
     not be read as finished from results an earlier run left behind."""
     dc = load_script()
-    root = tmp_path / "reg"
-    root.mkdir()
-    shutil.copy(ROOT / "pyproject.toml", root)
-    shutil.copytree(ROOT / "manifests", root / "manifests")
+    root = make_root(tmp_path)
     rdir = root / "results" / "parity-cot-transformer" / "smoke"
     (rdir / "run").mkdir(parents=True)
     (rdir / "run" / "metrics.json").write_text(json.dumps(

@@ -145,7 +145,8 @@ def show(paper: str, profile: str | None) -> None:
         for prof, v in verdicts.items():
             row = next((r for r in v["claims"] if r["id"] == c.id), None)
             if row:
-                click.echo(f"      {prof}: {row['verdict']}")
+                click.echo(f"      {prof}: {row['verdict']}"
+                           + (" (stale: it judged an earlier run; `registry verify` again)" if v.get("stale") else ""))
     if stale:
         click.echo(f"\nignored: results/{m.id}/ holds verdicts of profiles the manifest no longer defines: "
                    + ", ".join(stale))
@@ -348,6 +349,7 @@ def do_verify(paper: str, profile: str, no_track: bool) -> int:
         sys.exit(1)
     result = verify.verify(m, profile, [s["metrics"] for s in record["per_seed"]])
     result["run_id"] = record["run_id"]
+    result["run_finished_at"] = record.get("finished_at")  # which run/ this judged (train replaces run/)
     result["digest"] = mf.content_hash(result)
     rdir = runner.results_dir(root, paper, profile)
     runner.atomic_write_text(rdir / "verification.json", json.dumps(result, indent=2) + "\n")
@@ -419,11 +421,17 @@ def sync() -> None:
 
 
 def main() -> None:
+    """Entry point. Ctrl-C exits 130 with "interrupted" (click's own handling would exit 1, the code of a
+    failing claim); click's usage errors keep their messages and exit codes."""
     try:
-        cli.main(prog_name="registry")
-    except KeyboardInterrupt:
+        rv = cli.main(prog_name="registry", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

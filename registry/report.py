@@ -13,20 +13,32 @@ PROFILES = ("smoke", "cpu", "paper")
 
 
 def latest_verifications(root: Path, paper: str) -> dict[str, dict[str, Any]]:
+    """profile -> its verification.json; one that judged an earlier run than the run/ now on disk (it names
+    the run's finished_at) is marked ``stale``."""
     out = {}
     base = root / "results" / paper
     if base.is_dir():
         for vfile in sorted(base.glob("*/verification.json")):
             try:
-                out[vfile.parent.name] = json.loads(vfile.read_text(encoding="utf-8"))
+                v = json.loads(vfile.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
+            judged = v.get("run_finished_at")
+            if judged is not None:
+                try:
+                    run = json.loads((vfile.parent / "run" / "metrics.json").read_text(encoding="utf-8"))
+                    v["stale"] = run.get("finished_at") != judged
+                except (OSError, ValueError):
+                    v["stale"] = True  # its run is gone or unreadable
+            out[vfile.parent.name] = v
     return out
 
 
 def verdict_cell(v: Mapping[str, Any] | None) -> str:
     if v is None:
         return "-"
+    if v.get("stale"):
+        return "stale (re-verify)"
     if v["verdict"] == "no-claims":
         return "ran"
     return f"{v['verdict']} {v['passed']}/{v['total']}"

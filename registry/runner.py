@@ -13,7 +13,9 @@ Layout of ``results/<paper>/<profile>/``::
     tracking.json        MLflow bookkeeping (which run holds these results)
     .partial-<key>/      while a run is under way or after it broke off: every finished seed (or declared part
                          of one) as seed-<s>[.part-<p>].json plus its seed-<s>/ files; a rerun with the same
-                         config, method code and device reuses them, and the folder goes once a run completes
+                         config, method code, device and (on CPU) thread count reuses them; a completed run
+                         removes the seeds it used, and the folder once it keeps nothing else
+    .lock                held (flock) by the run under way; a second run of the same paper and profile is refused
 """
 from __future__ import annotations
 
@@ -55,12 +57,23 @@ def run_dir(root: Path, paper: str, profile: str) -> Path:
 # --------------------------------------------------------------------------- identity and environment
 
 
+def _methods_lib() -> Path:
+    """The shared method library of the ``methods`` package that runs (a registry copy's own, see
+    cli.find_root), else the one next to this package."""
+    try:
+        import methods as pkg
+
+        return Path(pkg.__file__).resolve().parent / "_lib"
+    except (ImportError, TypeError):
+        return Path(__file__).resolve().parent.parent / "methods" / "_lib"
+
+
 def code_hash(method: methods.Method) -> str:
     """Hash of the method's own code and the shared method library it may use."""
     h = hashlib.sha256()
     src = method.source_dir
     files = sorted(src.rglob("*.py")) if src.is_dir() else [src]
-    lib = Path(methods.__file__).resolve().parent.parent / "methods" / "_lib"
+    lib = _methods_lib()
     if lib.is_dir():
         files += sorted(lib.rglob("*.py"))
     for f in files:
@@ -69,15 +82,17 @@ def code_hash(method: methods.Method) -> str:
     return h.hexdigest()
 
 
-def run_identity(resolved: Resolved, method: methods.Method) -> str:
-    """Content identity of a run: resolved config, seeds, device request and method code."""
-    return content_hash({"paper": resolved.manifest.id, "method": method.key, "config": resolved.as_dict(),
+def run_identity(resolved: Resolved, method: methods.Method, seeds: list[int] | None = None) -> str:
+    """Content identity of a run: resolved config, the seeds run (``seeds``, default the profile's), device
+    request and method code."""
+    config = resolved.as_dict() | ({"seeds": list(seeds)} if seeds is not None else {})
+    return content_hash({"paper": resolved.manifest.id, "method": method.key, "config": config,
                          "code": code_hash(method)})
 
 
 def partial_key(resolved: Resolved, method: methods.Method, device: str) -> str:
-    """What a finished seed's result depends on: config sections, method code and device (not the seed list,
-    not the thread count)."""
+    """What a finished seed's result depends on: config sections, method code and device (not the seed list;
+    the thread count is checked per kept seed, see ``_usable_units``)."""
     return content_hash({"paper": resolved.manifest.id, "method": method.key,
                          "sections": resolved.method_sections(), "code": code_hash(method), "device": device})
 
@@ -103,6 +118,67 @@ def _load_units(partial: Path) -> dict[tuple[int, str | None], dict[str, Any]]:
         except (OSError, ValueError, KeyError, TypeError):
             continue  # unreadable: that unit is trained again
     return units
+
+
+def _usable_units(units: dict, device: str, threads: int) -> tuple[dict, list[tuple[int, str | None]]]:
+    """Split kept units into those this run may reuse and those it may not: on CPU the intra-op thread
+    count changes the floating-point reduction order, so a seed kept by a run with another thread count
+    (or an unknown one) is trained again, or the resumed results would not be an uninterrupted run's."""
+    if device != "cpu":
+        return units, []
+    ok = {k: u for k, u in units.items() if u.get("threads") == threads}
+    return ok, sorted((k for k in units if k not in ok), key=lambda k: (k[0], k[1] or ""))
+
+
+def _describe_units(keys: list[tuple[int, str | None]]) -> str:
+    by_seed: dict[int, list[str]] = {}
+    for seed, part in keys:
+        by_seed.setdefault(seed, [])
+        if part is not None:
+            by_seed[seed].append(part)
+    return ", ".join(f"{seed}" + (f" (part {', '.join(ps)})" if ps else "") for seed, ps in sorted(by_seed.items()))
+
+
+def _discard_units(partial: Path, seeds: list[int]) -> None:
+    """Remove what ``partial`` keeps for ``seeds`` (now in run/), and the folder once it keeps nothing else."""
+    for seed in seeds:
+        for f in (*partial.glob(f"seed-{seed}.json"), *partial.glob(f"seed-{seed}.part-*.json")):
+            f.unlink(missing_ok=True)
+        shutil.rmtree(partial / f"seed-{seed}", ignore_errors=True)
+    if not any(partial.glob("seed-*.json")):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+class RunLock:
+    """An exclusive lock on one paper and profile's results folder, held for a whole training: a second run
+    of the same paper and profile would share the kept seeds and its clean-up would delete them under the
+    first. Released when the process ends, however it ends (flock)."""
+
+    def __init__(self, folder: Path, what: str):
+        self.path = folder / ".lock"
+        self.what = what
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunError(f"another run of {self.what} is under way (process {holder}, lock {self.path}); "
+                           f"wait for it to finish or stop it") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock; the file stays (deleting it would race)
+            self._fd = None
 
 
 def _reusable(units: dict, seed: int, names: list[str | None]) -> list[dict] | None:
@@ -355,6 +431,27 @@ def _seed_job_packed(args: tuple) -> dict[str, Any]:
     return _seed_job(*args)
 
 
+def _worker_init() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them (no traceback per worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_pool(pool) -> None:
+    """Stop a process pool at once: cancel what has not started and terminate the workers still running."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+
+
 def _merge_parts(key: str, seed: int, outs: list[dict]) -> dict[str, float]:
     merged: dict[str, float] = {}
     for out in outs:
@@ -381,10 +478,13 @@ def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: st
     OpenMP state is inherited). With declared ``parts`` (name -> relative cost) every (seed, part) is
     its own task, the costliest first, and a seed's parts are merged in their declared order. Every
     task runs exactly as in the sequential loop with ``torch.set_num_threads(threads)``, so the results
-    equal a ``--threads <threads>`` run. On the first failure (or Ctrl-C) the pool is terminated, so no
-    worker writes afterwards. Seeds (or parts) kept in ``kept`` from an interrupted run are not trained
-    again; each newly finished one is kept in ``partial`` at once."""
+    equal a ``--threads <threads>`` run. On the first failure (a method error, a worker process that dies,
+    Ctrl-C) every result already finished is kept, then the workers are terminated, so none writes
+    afterwards. Seeds (or parts) kept in ``kept`` from an interrupted run are not trained again; each newly
+    finished one is kept in ``partial`` at once."""
     import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     names: list[str | None] = list(parts) or [None]  # merge order
     costliest_first = sorted(parts, key=lambda p: -parts[p]) or [None]  # stable: ties keep declared order
@@ -392,7 +492,10 @@ def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: st
     units = [(seed, part) for part in costliest_first for seed in run_seeds
              if seed not in whole and (seed, part) not in kept]
     for seed in {seed for seed, _ in units}:
-        (partial / f"seed-{seed}").mkdir(exist_ok=True)
+        seed_dir = partial / f"seed-{seed}"
+        if not any(k[0] == seed for k in kept):  # files of an unfinished attempt (the sequential loop does the same)
+            shutil.rmtree(seed_dir, ignore_errors=True)
+        seed_dir.mkdir(exist_ok=True)
     tasks = [(manifest.id, profile, method.key, method.module, sections, seed, part, dev,
               str(partial / f"seed-{seed}"), threads) for seed, part in units]
     results: dict[tuple[int, str | None], dict] = dict(kept)
@@ -401,14 +504,39 @@ def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: st
         what = f"seeds {', '.join(map(str, todo))}" + (f" x parts {', '.join(parts)}" if parts else "")
         n_proc = min(jobs, len(tasks))
         echo(f"[{manifest.id}@{profile}] {what} on {dev}: {n_proc} processes x {threads} thread(s) ...")
-        with multiprocessing.get_context("spawn").Pool(processes=n_proc) as pool:  # exit terminates the workers
-            for out in pool.imap_unordered(_seed_job_packed, tasks):
-                if "error" in out:
-                    raise RunError(out["error"])
-                _save_unit(partial, out, threads)
-                results[(out["seed"], out["part"])] = out
-                label = f"seed {out['seed']}" + (f" part {out['part']}" if out["part"] is not None else "")
-                echo(f"[{manifest.id}@{profile}] {label} done in {out['seconds']:.1f}s")
+        pool = ProcessPoolExecutor(max_workers=n_proc, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init)
+        try:
+            futures = {pool.submit(_seed_job_packed, task): (task[5], task[6]) for task in tasks}  # FIFO: costliest first
+            order = {unit: i for i, unit in enumerate(futures.values())}
+            waiting = set(futures)
+            while waiting:
+                done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+                errors = []
+                for fut in sorted(done, key=lambda f: order[futures[f]]):
+                    seed, part = futures[fut]
+                    label = f"seed {seed}" + (f" part {part}" if part is not None else "")
+                    try:
+                        out = fut.result()
+                    except BrokenProcessPool:
+                        errors.append(f"a worker process died while training {label} or another task (killed by the "
+                                      f"system, e.g. out of memory, or crashed in native code); the seeds finished "
+                                      f"so far are kept")
+                        continue
+                    except Exception as exc:  # e.g. the method's module failed to import in the worker
+                        errors.append(f"{label} failed in its worker process: {type(exc).__name__}: {exc}")
+                        continue
+                    if "error" in out:
+                        errors.append(out["error"])
+                        continue
+                    _save_unit(partial, out, threads)  # every finished result is kept before any error is raised
+                    results[(out["seed"], out["part"])] = out
+                    echo(f"[{manifest.id}@{profile}] {label} done in {out['seconds']:.1f}s")
+                if errors:
+                    raise RunError(errors[0])
+            pool.shutdown(wait=True)
+        finally:
+            _stop_pool(pool)
     per_seed, curves = [], []
     for seed in run_seeds:  # the sequential loop's order, whatever order the workers finished in
         outs = _reusable(results, seed, names)
@@ -450,30 +578,50 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
     if len(set(run_seeds)) != len(run_seeds):
         raise RunError(f"seeds must be distinct, got {run_seeds}")
     parts = method.part_costs(cfg)
-    jobs = min(jobs, len(run_seeds) * max(1, len(parts)))
     if jobs > 1 and dev != "cpu":
         echo(f"note: parallel jobs (--jobs or the profile's jobs) apply to CPU runs only; the seeds run one "
              f"after another on {dev}")
         jobs = 1
-    if jobs > 1:
+    if jobs > 1:  # decided before jobs is cut to the number of tasks: a run of one seed uses the same threads
         threads = threads or 1
+    jobs = min(jobs, len(run_seeds) * max(1, len(parts)))
     if threads:
         torch.set_num_threads(threads)
-    ident = run_identity(resolved, method)
+    threads_used = torch.get_num_threads()  # per process; what a kept seed must match to be reused on CPU
+    ident = run_identity(resolved, method, run_seeds)
 
     final = run_dir(root, manifest.id, profile)
     final.parent.mkdir(parents=True, exist_ok=True)
+    with RunLock(final.parent, f"{manifest.id}@{profile}"):
+        return _train_locked(root, manifest, manifest_path, profile, resolved, method, cfg, dev, run_seeds, parts,
+                             jobs, threads_used, ident, final, fresh, show_progress, echo)
+
+
+def _train_locked(root: Path, manifest: Manifest, manifest_path: Path, profile: str, resolved: Resolved, method,
+                  cfg, dev: str, run_seeds: list[int], parts: dict[str, float], jobs: int, threads: int, ident: str,
+                  final: Path, fresh: bool, show_progress: bool, echo) -> RunOutcome:
     remove_stale_temporaries(final.parent, echo)
     partial = final.parent / f".partial-{partial_key(resolved, method, dev)[:16]}"
+    for other in sorted(final.parent.glob(".partial-*")):
+        if other != partial:
+            echo(f"note: {other.relative_to(root)} keeps seeds of an interrupted run with another config, code or "
+                 f"device; they are not used here (delete the folder if they are not needed)")
     if fresh:
         shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(exist_ok=True)
-    kept = _load_units(partial)
+    kept, other_threads = _usable_units(_load_units(partial), dev, threads)
+    if other_threads:
+        echo(f"[{manifest.id}@{profile}] not reusing seed(s) {_describe_units(other_threads)} kept by an interrupted "
+             f"run with another thread count (this run: {threads} per process), which changes the floating-point "
+             f"results; they are trained again")
     names: list[str | None] = list(parts) or [None]
     reused = [seed for seed in run_seeds if _reusable(kept, seed, names) is not None]
-    if reused:
-        echo(f"[{manifest.id}@{profile}] reusing seed(s) {', '.join(map(str, reused))} finished by an interrupted "
-             f"run with the same config, code and device ({partial.relative_to(root)}; --fresh retrains them)")
+    reused_parts = sorted((k for k in kept if jobs > 1 and k[0] in run_seeds and k[0] not in reused
+                           and k[1] is not None and k[1] in names), key=lambda k: (k[0], names.index(k[1])))
+    if reused or reused_parts:
+        what = ", ".join(filter(None, [", ".join(map(str, reused)), _describe_units(reused_parts)]))
+        echo(f"[{manifest.id}@{profile}] reusing seed(s) {what} finished by an interrupted run with the same config, "
+             f"code, device and thread count ({partial.relative_to(root)}; --fresh retrains them)")
     tmp = final.with_name(f".run.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -508,21 +656,25 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
             "paper": manifest.id, "profile": profile, "method": method.key, "run_id": ident,
             "device": dev, "seeds": run_seeds, "per_seed": per_seed,
             "seconds": round(time.perf_counter() - t_all, 3),
-            "config": resolved.as_dict() | {"device": dev},
+            "config": resolved.as_dict() | {"seeds": run_seeds, "device": dev}, "threads": threads,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         if reused:
             record["reused_seeds"] = reused
+        if reused_parts:
+            record["reused_parts"] = [{"seed": seed, "part": part} for seed, part in reused_parts]
         _write_json(tmp / "metrics.json", record)
         write_curves_csv(tmp / "curves.csv", curves)
         plot_curves(tmp / "curves.png", curves, f"{manifest.id} @ {profile}")
         _write_json(tmp / "environment.json", environment(root, dev, manifest_path) | {"run_id": ident, "jobs": jobs})
         shutil.copyfile(manifest_path, tmp / "manifest.yaml")
+        for name in ("verification.json", "verification.md"):  # they judged the run being replaced
+            (final.parent / name).unlink(missing_ok=True)
         replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(partial, ignore_errors=True)  # everything it held is in run/ now
+    _discard_units(partial, run_seeds)  # what this run used is in run/ now; other seeds stay kept
     return RunOutcome(final, record)
 
 

@@ -22,6 +22,7 @@ class _Data(Strict):
     slow_seconds: float = 0.0  # the other seeds sleep this long, then write a file
     split: bool = False  # declare two parts per seed: "a" returns score, "b" returns other
     clash: bool = False  # part "b" also returns score (an error when the parts run separately)
+    exit_on_seed: int = Field(-1)  # that seed's worker process dies at once (os._exit; only under jobs > 1)
 
 
 class _Model(Strict):
@@ -45,8 +46,13 @@ def _fixture_parts(cfg: _Config) -> dict[str, float]:
 @register("runner-fixture", config=_Config, parts=_fixture_parts)
 def _run(cfg: _Config, ctx) -> dict[str, float]:
     # a crash from outside the config (a lost machine, Ctrl-C): the rerun has the same config
+    if os.environ.get("ZZ_ATTEMPT"):  # a file per attempt: a rerun must not carry an unfinished attempt's files
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.out_dir / f"attempt-{os.environ['ZZ_ATTEMPT']}.txt").write_text("x")
     if ctx.seed == int(os.environ.get("ZZ_CRASH_SEED", "-1")) and ctx.part in (None, "b"):
         raise RuntimeError("machine lost")
+    if ctx.seed == cfg.data.exit_on_seed:
+        os._exit(3)
     if cfg.data.split:
         out: dict[str, float] = {}
         if ctx.runs("a"):
@@ -123,7 +129,7 @@ def test_crash_leaves_previous_results_untouched(root: Path) -> None:
     with pytest.raises(runner.RunError, match="seed 1.*boom"):
         runner.train(root, m2, p2, "cpu", show_progress=False, echo=lambda s: None)
     assert (first.run_dir / "metrics.json").read_text() == before
-    leftovers = [p for p in first.run_dir.parent.iterdir() if p.name.startswith(".")]
+    leftovers = [p for p in first.run_dir.parent.iterdir() if p.name.startswith(".") and p.name != ".lock"]
     # only the finished seed 0, kept for a rerun of the same config; nothing half-written
     assert [p.name.split("-")[0] for p in leftovers] == [".partial"]
     assert sorted(f.name for f in leftovers[0].iterdir()) == ["seed-0.json"]
@@ -152,7 +158,7 @@ def test_unfinished_output_of_a_killed_run_is_removed_but_a_live_ones_is_kept(ro
         path = write(root, 1.0)
         said: list[str] = []
         runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=said.append)
-        left = sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+        left = sorted(p.name for p in parent.iterdir() if p.name.startswith(".") and p.name != ".lock")
         assert left == sorted([f".run.tmp-{live.pid}", ".run.tmp-notapid", finished.name])
         assert any(f".run.tmp-{dead.pid}" in s and "process is gone" in s for s in said)
         assert any(f"kept {finished}" in s and "finished run" in s for s in said)
@@ -263,7 +269,7 @@ def test_jobs_crash_names_the_seed_and_keeps_previous_results(root: Path) -> Non
                      echo=lambda s: None)
     time.sleep(2.5)  # a surviving worker would have written its file by now
     assert (first.run_dir / "metrics.json").read_text() == before
-    leftovers = [p for p in first.run_dir.parent.iterdir() if p.name.startswith(".")]
+    leftovers = [p for p in first.run_dir.parent.iterdir() if p.name.startswith(".") and p.name != ".lock"]
     assert [p.name.split("-")[0] for p in leftovers] == [".partial"]  # no .run.tmp
     assert not list(leftovers[0].rglob("*.json")) and not list(leftovers[0].rglob("done.txt"))
 
@@ -274,7 +280,8 @@ def test_parts_returning_the_same_metric_are_an_error(root: Path) -> None:
     with pytest.raises(runner.RunError, match="'score' from two parts"):
         runner.train(root, mf.load(path), path, "cpu", seeds=[0], jobs=2, show_progress=False, echo=lambda s: None)
     # no run/ and nothing half-written: only the two finished parts, kept for a rerun
-    assert [p.name.split("-")[0] for p in (root / "results" / "zz-e2e" / "cpu").iterdir()] == [".partial"]
+    assert [p.name.split("-")[0] for p in (root / "results" / "zz-e2e" / "cpu").iterdir()
+            if p.name != ".lock"] == [".partial"]
 
 
 def test_profile_jobs_are_the_default_and_the_option_overrides_them(root: Path) -> None:
@@ -414,3 +421,163 @@ def test_declared_parts_resume_part_by_part(root: Path, monkeypatch: pytest.Monk
     assert out.record["per_seed"] == [{**s, "seconds": s2["seconds"]} for s, s2 in
                                       zip(want.record["per_seed"], out.record["per_seed"])]
     assert runner.read_curves_csv(out.run_dir / "curves.csv") == runner.read_curves_csv(want.run_dir / "curves.csv")
+    reported = [(p["seed"], p["part"]) for p in out.record.get("reused_parts", [])]
+    reported += [(seed, part) for seed in out.record.get("reused_seeds", []) for part in "ab"]
+    assert sorted(reported) == sorted((int(k.split("-")[1].split(".")[0]), k.split("part-")[1][0]) for k in kept)
+    assert any("reusing seed(s)" in line for line in lines) == bool(kept)
+
+
+# --------------------------------------------------------------------------- robustness of runs and resumes
+
+
+def _with_data(path: Path, extra: str) -> None:
+    path.write_text(path.read_text().replace("data: {value: 1.0}", "data: {value: 1.0, " + extra + "}"))
+
+
+def test_a_worker_process_that_dies_fails_the_run_instead_of_hanging(root: Path) -> None:
+    import signal
+
+    path = write(root, 1.0)
+    _with_data(path, "exit_on_seed: 1, slow_seconds: 0.5")
+
+    def hung(*_):
+        raise AssertionError("the run hangs after a worker process died")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        with pytest.raises(runner.RunError, match="worker process died"):
+            runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert not (root / "results" / "zz-e2e" / "cpu" / "run").exists()
+
+
+def test_kept_seeds_of_another_thread_count_are_trained_again(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(root, 1.0)
+    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
+    with pytest.raises(runner.RunError):
+        runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
+    monkeypatch.delenv("ZZ_CRASH_SEED")
+    lines: list[str] = []
+    rec = runner.train(root, mf.load(path), path, "cpu", threads=2, show_progress=False, echo=lines.append).record
+    assert len(_done_lines(lines)) == 3 and "reused_seeds" not in rec and rec["threads"] == 2
+    assert any("not reusing seed(s) 0, 1" in line and "thread count" in line for line in lines)
+    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
+    with pytest.raises(runner.RunError):
+        runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
+    monkeypatch.delenv("ZZ_CRASH_SEED")
+    rec = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None).record
+    assert rec["reused_seeds"] == [0, 1] and rec["threads"] == 1  # jobs run one thread per process
+
+
+def test_one_seed_of_a_jobs_profile_uses_the_profiles_one_thread(root: Path) -> None:
+    import torch
+
+    path = write(root, 1.0)
+    path.write_text(path.read_text().replace("cpu: {description: c}", "cpu: {description: c, jobs: 2}"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rec = runner.train(root, mf.load(path), path, "cpu", seeds=[0], show_progress=False,
+                           echo=lambda s: None).record
+    finally:
+        torch.set_num_threads(before)
+    assert rec["threads"] == 1
+
+
+def test_a_run_of_some_seeds_keeps_the_other_kept_seeds(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(root, 1.0)
+    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
+    with pytest.raises(runner.RunError):
+        runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
+    monkeypatch.delenv("ZZ_CRASH_SEED")
+    runner.train(root, mf.load(path), path, "cpu", threads=1, seeds=[2], show_progress=False, echo=lambda s: None)
+    (partial,) = (root / "results" / "zz-e2e" / "cpu").glob(".partial-*")
+    assert sorted(f.name for f in partial.glob("seed-*.json")) == ["seed-0.json", "seed-1.json"]
+    lines: list[str] = []
+    rec = runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lines.append).record
+    assert rec["reused_seeds"] == [0, 1] and len(_done_lines(lines)) == 1 and not partial.exists()
+
+
+def test_a_resumed_jobs_run_drops_the_files_of_an_unfinished_attempt(root: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(root, 1.0)
+    monkeypatch.setenv("ZZ_ATTEMPT", "1")
+    monkeypatch.setenv("ZZ_CRASH_SEED", "1")
+    with pytest.raises(runner.RunError):
+        runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
+    monkeypatch.setenv("ZZ_ATTEMPT", "2")
+    monkeypatch.delenv("ZZ_CRASH_SEED")
+    out = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
+    assert sorted(f.name for f in (out.run_dir / "seed-1").iterdir()) == ["attempt-2.txt"]
+
+
+def test_a_second_run_of_the_same_paper_and_profile_is_refused_while_one_is_under_way(root: Path) -> None:
+    path = write(root, 1.0)
+    folder = root / "results" / "zz-e2e" / "cpu"
+    folder.mkdir(parents=True)
+    with runner.RunLock(folder, "zz-e2e@cpu"):
+        with pytest.raises(runner.RunError, match=f"another run of zz-e2e@cpu is under way .process {os.getpid()}"):
+            runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None)
+        # another profile is not blocked
+        runner.train(root, mf.load(path), path, "smoke", show_progress=False, echo=lambda s: None)
+    runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None)  # released
+
+
+def test_run_identity_and_recorded_config_follow_the_seeds_run(root: Path) -> None:
+    path = write(root, 1.0)
+    full = runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None).record
+    one = runner.train(root, mf.load(path), path, "cpu", seeds=[0], show_progress=False, echo=lambda s: None).record
+    assert full["run_id"] != one["run_id"]
+    assert one["seeds"] == one["config"]["seeds"] == [0] and full["config"]["seeds"] == [0, 1, 2]
+
+
+def test_training_again_drops_the_old_verification_and_reports_mark_a_stale_one(root: Path) -> None:
+    from registry import report
+
+    write(root, 1.0)
+    runner_cli = CliRunner()
+    assert runner_cli.invoke(cli, ["run", "zz-e2e", "--profile", "cpu", "--no-track", "-q"]).exit_code == 0
+    rdir = root / "results" / "zz-e2e" / "cpu"
+    ver = json.loads((rdir / "verification.json").read_text())
+    meta = json.loads((rdir / "run" / "metrics.json").read_text())
+    assert ver["run_finished_at"] == meta["finished_at"]
+    assert report.verdict_cell(report.latest_verifications(root, "zz-e2e")["cpu"]) == "pass 1/1"
+    assert runner_cli.invoke(cli, ["train", "zz-e2e", "--profile", "cpu", "--no-track", "-q"]).exit_code == 0
+    assert not (rdir / "verification.json").exists() and not (rdir / "verification.md").exists()
+    ver["run_finished_at"] = "2000-01-01T00:00:00Z"  # e.g. written by an older registry, or copied in
+    (rdir / "verification.json").write_text(json.dumps(ver))
+    assert report.verdict_cell(report.latest_verifications(root, "zz-e2e")["cpu"]) == "stale (re-verify)"
+    shown = runner_cli.invoke(cli, ["show", "zz-e2e"]).output
+    assert "cpu: pass (stale" in shown
+
+
+def test_ctrl_c_exits_130_and_usage_errors_keep_their_codes(root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    import sys
+
+    from registry import cli as cli_mod
+
+    write(root, 1.0)
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_mod, "do_train", interrupted)
+    for argv, code in ((["registry", "train", "zz-e2e", "--profile", "cpu"], 130),
+                       (["registry", "train", "zz-e2e", "--bogus"], 2), (["registry", "--help"], 0),
+                       (["registry", "list"], 0)):
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exc:
+            cli_mod.main()
+        assert exc.value.code == code, argv
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "No such option" in err and "Aborted" not in err
+
+
+def test_code_hash_covers_the_method_library_that_runs() -> None:
+    import methods
+
+    assert runner._methods_lib() == Path(methods.__file__).resolve().parent / "_lib"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -91,10 +92,16 @@ def run_identity(resolved: Resolved, method: methods.Method, seeds: list[int] | 
 
 
 def partial_key(resolved: Resolved, method: methods.Method, device: str) -> str:
-    """What a finished seed's result depends on: config sections, method code and device (not the seed list;
-    the thread count is checked per kept seed, see ``_usable_units``)."""
+    """What a finished seed's result depends on: config sections, method code, the registry's seeding code,
+    the torch version and device (not the seed list; the thread count is checked per kept seed, see
+    ``_usable_units``)."""
+    import torch
+
+    seeding = hashlib.sha256(Path(__file__).with_name("context.py").read_bytes()
+                             + inspect.getsource(seed_everything).encode()).hexdigest()
     return content_hash({"paper": resolved.manifest.id, "method": method.key,
-                         "sections": resolved.method_sections(), "code": code_hash(method), "device": device})
+                         "sections": resolved.method_sections(), "code": code_hash(method), "device": device,
+                         "seeding": seeding, "torch": torch.__version__})
 
 
 def _unit_file(partial: Path, seed: int, part: str | None) -> Path:
@@ -350,6 +357,15 @@ def remove_stale_temporaries(parent: Path, echo=print) -> None:
     killer or a power cut never reaches its clean-up). A folder of a live process, e.g. a concurrent run of the
     same profile, is left alone, and so is a finished one (its metrics.json is written): a run killed while
     moving it into place, which is named so that nothing finished is deleted."""
+    for p in sorted(parent.glob(".run.old-*")):  # replace_dir's swapped-out run/, if its process died there
+        pid = p.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+            continue
+        if (parent / "run").is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            echo(f"removed {p.name}, a replaced run left by a process that is gone")
+        else:
+            echo(f"kept {p}: the previous run, swapped out by a process that died before moving the new one in")
     for p in sorted(parent.glob(".run.tmp-*")):
         pid = p.name.rsplit("-", 1)[1]
         if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):

@@ -581,3 +581,35 @@ def test_code_hash_covers_the_method_library_that_runs() -> None:
     import methods
 
     assert runner._methods_lib() == Path(methods.__file__).resolve().parent / "_lib"
+
+
+def test_a_replaced_run_left_by_a_dead_process_is_removed_once_run_exists(root: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    parent = root / "results" / "zz-e2e" / "cpu"
+    old = parent / f".run.old-{dead.pid}"
+    (old / "seed-0").mkdir(parents=True)
+    said: list[str] = []
+    runner.remove_stale_temporaries(parent, said.append)  # no run/: the old run is all there is, kept
+    assert old.is_dir() and any(f"kept {old}" in s for s in said)
+    (parent / "run").mkdir()
+    runner.remove_stale_temporaries(parent, said.append)
+    assert not old.exists() and any("replaced run" in s for s in said)
+
+
+def test_kept_seeds_are_keyed_by_the_seeding_code_and_torch_version(root: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    path = write(root, 1.0)
+    m = mf.load(path)
+    resolved = mf.resolve(m, "cpu")
+    from registry import methods
+
+    meth = methods.get("runner-fixture")
+    key = runner.partial_key(resolved, meth, "cpu")
+    monkeypatch.setattr(torch, "__version__", "0.0.0")
+    assert runner.partial_key(resolved, meth, "cpu") != key

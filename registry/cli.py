@@ -401,19 +401,42 @@ def sync() -> None:
     from . import tracking
 
     root = find_root()
+    titles: dict[str, str | None] = {}
+
+    def title(paper: str) -> str | None:  # the experiment's paper.title; a missing/broken manifest only loses it
+        if paper not in titles:
+            try:
+                titles[paper] = mf.load(mf.find(root, paper), with_methods=False, root=root).paper.title
+            except Exception:
+                titles[paper] = None
+        return titles[paper]
+
+    def stale_note(paper: str, profile: str) -> str:
+        return f"stale verification, run `registry verify {paper} --profile {profile}`"
+
+    stale = set(tracking.stale_verifications(root))
     todo = tracking.pending(root)
+    for paper, profile in sorted(stale):
+        if not any(t[:2] == (paper, profile) for t in todo):
+            click.echo(f"{paper}@{profile}: {stale_note(paper, profile)}")
     if not todo:
         click.echo("nothing to sync")
         return
     failed = 0
     for paper, profile, has_verification in todo:
         try:
+            result = None
             if has_verification:
                 result = json.loads((root / "results" / paper / profile / "verification.json").read_text())
-                tracking.log_verification(root, paper, profile, result)
+                if tracking.verification_is_stale(root, paper, profile, result):  # replaced since pending()
+                    stale.add((paper, profile))
+                    result = None
+            if result is not None:
+                tracking.log_verification(root, paper, profile, result, title(paper))
             else:
-                tracking.log_run(root, paper, profile)
-            click.echo(f"synced {paper}@{profile}")
+                tracking.log_run(root, paper, profile, title(paper))
+            note = f" (run only: {stale_note(paper, profile)})" if (paper, profile) in stale else ""
+            click.echo(f"synced {paper}@{profile}{note}")
         except Exception as exc:
             failed += 1
             click.echo(f"error: {paper}@{profile}: {type(exc).__name__}: {exc}", err=True)

@@ -32,7 +32,12 @@ def tracking_uri(root: Path) -> str:
 
 
 def _default_store(root: Path) -> bool:
-    return "MLFLOW_TRACKING_URI" not in os.environ
+    """True when the user chose no store (then artifacts go to ``<root>/mlartifacts/<paper>``).
+
+    Nothing here may set MLFLOW_TRACKING_URI (``mlflow.set_tracking_uri`` does): this would turn every
+    later call in the process into a "user-chosen" store.
+    """
+    return not os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def ledger_path(root: Path, paper: str, profile: str) -> Path:
@@ -71,20 +76,25 @@ def _client(root: Path):
     import logging
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from an offline lab machine
-    import mlflow
+    import mlflow  # noqa: F401  (first: importing it configures its loggers, quietened below)
 
     for name in ("mlflow", "alembic"):  # schema-migration chatter on a new store
         logging.getLogger(name).setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri(root)
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
+    # The client gets its URI explicitly; no mlflow.set_tracking_uri(), which writes MLFLOW_TRACKING_URI into
+    # os.environ (see _default_store). The client resolves run artifact stores with its own URI.
+    return MlflowClient(tracking_uri=tracking_uri(root))
 
 
 def _experiment(client, root: Path, paper: str, title: str | None) -> str:
     exp = client.get_experiment_by_name(paper)
     if exp is not None:
+        if title and not (exp.tags or {}).get("paper.title"):  # e.g. created by an older `registry sync`
+            try:
+                client.set_experiment_tag(exp.experiment_id, "paper.title", title)
+            except Exception:
+                pass
         return exp.experiment_id
     kwargs = {}
     if _default_store(root):
@@ -93,12 +103,15 @@ def _experiment(client, root: Path, paper: str, title: str | None) -> str:
     return client.create_experiment(paper, tags=tags, **kwargs)
 
 
-def log_batch(client, run_id: str, metrics: Iterable[tuple[str, float, int]] = (), params: dict[str, Any] | None = None,
+def log_batch(client, run_id: str, metrics: Iterable[tuple] = (), params: dict[str, Any] | None = None,
               tags: dict[str, str] | None = None) -> None:
+    """Metrics are ``(name, value, step)``, or ``(name, value, step, ms_after)`` to stamp a point ``ms_after``
+    milliseconds after the others (MLflow reports, per metric, the point with the highest (step, timestamp))."""
     from mlflow.entities import Metric, Param, RunTag
 
     ts = int(time.time() * 1000)
-    ms = [Metric(k, v if math.isfinite(v) else float("nan"), ts, step) for k, v, step in metrics]
+    ms = [Metric(m[0], m[1] if math.isfinite(m[1]) else float("nan"), ts + (m[3] if len(m) > 3 else 0), m[2])
+          for m in metrics]
     ps = [Param(k, str(v)[:PARAM_MAX]) for k, v in (params or {}).items()]
     tg = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
     for chunk in _chunks(ms, BATCH_METRICS):
@@ -140,9 +153,15 @@ def log_run(root: Path, paper: str, profile: str, title: str | None = None) -> s
         "git_sha": env.get("git_sha") or "unknown", "seeds": ",".join(str(s) for s in record["seeds"]),
         "verdict": "unverified",
     }
+    uri = tracking_uri(root)
+    _close_incomplete(client, root, paper, profile, exp_id, uri)
     parent = client.create_run(exp_id, run_name=f"{profile}-{record['run_id'][:8]}", tags=tags)
     pid = parent.info.run_id
     try:
+        # Noted before anything is logged, so that a run cut short even by SIGKILL is closed by the next log_run.
+        ledger = read_ledger(root, paper, profile)
+        ledger.update(incomplete_mlflow_run_id=pid, incomplete_tracking_uri=uri)
+        write_ledger(root, paper, profile, ledger)
         params = flatten({k: v for k, v in record["config"].items() if k in ("data", "model", "train")})
         params.update(profile=profile, seeds=record["seeds"], device=record["device"], method=record["method"])
         curves = read_curves_csv(rdir / "curves.csv")
@@ -164,27 +183,63 @@ def log_run(root: Path, paper: str, profile: str, title: str | None = None) -> s
                                       tags={"mlflow.parentRunId": pid, "paper": paper, "profile": profile,
                                             "seed": str(seed)})
             cid = child.info.run_id
-            ms = downsample([(name, value, step) for s, step, name, value in curves if s == seed])
-            ms += [(k, v, 0) for k, v in entry["metrics"].items()]
-            ms.append(("wall_seconds", float(entry["seconds"]), 0))
-            log_batch(client, cid, metrics=ms, params={"seed": seed})
-            client.set_terminated(cid, "FINISHED")
+            try:
+                points = [(name, value, step) for s, step, name, value in curves if s == seed]
+                # A seed's final metrics share names with its curves: log them at the curves' last step (and
+                # stamped after them), not at step 0 where they would be a spurious first point of the curve.
+                last = max((p[2] for p in points), default=0)
+                ms: list[tuple] = downsample(points)
+                ms += [(k, v, last, 1) for k, v in entry["metrics"].items()]
+                ms.append(("wall_seconds", float(entry["seconds"]), last, 1))
+                log_batch(client, cid, metrics=ms, params={"seed": seed})
+                client.set_terminated(cid, "FINISHED")
+            except BaseException as exc:
+                _terminate_quietly(client, cid, exc)
+                raise
         for name in ("curves.png", "metrics.json", "environment.json", "manifest.yaml", "curves.csv"):
             if (rdir / name).exists():
                 client.log_artifact(pid, str(rdir / name))
         client.set_terminated(pid, "FINISHED")
-    except Exception:
-        client.set_terminated(pid, "FAILED")
+    except BaseException as exc:  # KeyboardInterrupt too: never leave a half-logged parent RUNNING
+        _terminate_quietly(client, pid, exc)
         raise
     write_ledger(root, paper, profile, {
         "run_id": record["run_id"], "finished_at": record["finished_at"], "mlflow_run_id": pid,
-        "tracking_uri": tracking_uri(root), "logged": True, "verification_logged": None,
+        "tracking_uri": uri, "logged": True, "verification_logged": None,
     })
     return pid
 
 
+def _terminate_quietly(client, run_id: str, exc: BaseException) -> None:
+    """Best effort: mark a run cut short FAILED (an error) or KILLED (Ctrl-C, SystemExit); never raise."""
+    status = "FAILED" if isinstance(exc, Exception) else "KILLED"
+    try:
+        client.set_terminated(run_id, status)
+    except Exception:
+        pass
+
+
+def _close_incomplete(client, root: Path, paper: str, profile: str, exp_id: str, uri: str) -> None:
+    """Mark KILLED a parent run (and its children) that an earlier log_run left RUNNING (e.g. killed outright)."""
+    ledger = read_ledger(root, paper, profile)
+    old = ledger.get("incomplete_mlflow_run_id")
+    if not old or ledger.get("incomplete_tracking_uri") != uri:
+        return
+    try:
+        runs = [client.get_run(old)]
+        runs += client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{old}'")
+        for r in runs:
+            if r.info.status == "RUNNING":
+                client.set_terminated(r.info.run_id, "KILLED")
+    except Exception:
+        pass
+
+
 def log_verification(root: Path, paper: str, profile: str, result: dict[str, Any], title: str | None = None) -> str:
     """Attach a verification to the run's MLflow parent run (logging the run first if needed)."""
+    if verification_is_stale(root, paper, profile, result):
+        raise TrackingError(f"stale verification of {paper}@{profile}: it judged an earlier run; "
+                            f"run `registry verify {paper} --profile {profile}`")
     pid = log_run(root, paper, profile, title)
     client = _client(root)
     rdir = results_dir(root, paper, profile)
@@ -209,8 +264,36 @@ def mark_pending(root: Path, paper: str, profile: str, error: str) -> None:
     write_ledger(root, paper, profile, ledger)
 
 
+def verification_is_stale(root: Path, paper: str, profile: str, result: dict[str, Any] | None = None) -> bool:
+    """True when the verification (``result``, else verification.json) judged another run than run/ holds now:
+    its ``run_finished_at`` differs from run/metrics.json's ``finished_at``. A verification without that key
+    (written before it existed) is not stale."""
+    try:
+        if result is None:
+            result = json.loads((results_dir(root, paper, profile) / "verification.json").read_text(encoding="utf-8"))
+        judged = result.get("run_finished_at")
+        if judged is None:
+            return False
+        record = json.loads((run_dir(root, paper, profile) / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, AttributeError):
+        return False
+    return judged != record.get("finished_at")
+
+
+def stale_verifications(root: Path) -> list[tuple[str, str]]:
+    """(paper, profile) for every result whose verification.json judged an earlier run (never logged)."""
+    base = root / "results"
+    if not base.is_dir():
+        return []
+    return [(m.parent.parent.parent.name, m.parent.parent.name) for m in sorted(base.glob("*/*/run/metrics.json"))
+            if (m.parent.parent / "verification.json").exists()
+            and verification_is_stale(root, m.parent.parent.parent.name, m.parent.parent.name)]
+
+
 def pending(root: Path) -> list[tuple[str, str, bool]]:
-    """(paper, profile, needs_verification) for every result on disk whose run or verification is not in MLflow."""
+    """(paper, profile, log_verification) for every result on disk whose run or verification is not in MLflow.
+
+    A stale verification (see ``verification_is_stale``) is never logged: its run is, without it."""
     out = []
     base = root / "results"
     if not base.is_dir():
@@ -223,10 +306,15 @@ def pending(root: Path) -> list[tuple[str, str, bool]]:
         run_ok = (ledger.get("logged") and ledger.get("run_id") == record["run_id"]
                   and ledger.get("finished_at") == record["finished_at"] and ledger.get("tracking_uri") == uri)
         vfile = mfile.parent.parent / "verification.json"
-        ver_needed = False
+        has_ver = ver_needed = False
         if vfile.exists():
-            digest = json.loads(vfile.read_text(encoding="utf-8")).get("digest")
-            ver_needed = not run_ok or ledger.get("verification_logged") != digest
+            try:
+                ver = json.loads(vfile.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                ver = None  # unreadable (being rewritten?): log the run, the verdict on a later sync
+            if isinstance(ver, dict) and not verification_is_stale(root, paper, profile, ver):
+                has_ver = True
+                ver_needed = not run_ok or ledger.get("verification_logged") != ver.get("digest")
         if not run_ok or ver_needed:
-            out.append((paper, profile, vfile.exists()))
+            out.append((paper, profile, has_ver))
     return out

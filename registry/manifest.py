@@ -74,13 +74,13 @@ class Document:
         line = node.start_mark.line + 1
         for part in loc:
             if isinstance(node, yaml.MappingNode):
-                for key_node, value_node in node.value:
-                    if key_node.value == str(part):
-                        line = key_node.start_mark.line + 1
-                        node = value_node
-                        break
-                else:
+                # the last pair wins, as in the constructed mapping: after YAML merge keys (``<<: *x``)
+                # are resolved, an explicit key follows (and overrides) the merged one
+                match = [(k, v) for k, v in node.value if k.value == str(part)]
+                if not match:
                     return line
+                key_node, node = match[-1]
+                line = key_node.start_mark.line + 1
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
                 node = node.value[part]
                 line = node.start_mark.line + 1
@@ -100,18 +100,49 @@ class Document:
         return True
 
 
-def _duplicate_keys(node: yaml.Node, path: Loc, out: list[tuple[Loc, int, str]]) -> None:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _duplicate_keys(node: yaml.Node, path: Loc, out: list[tuple[Loc, int, str]],
+                    visited: set[int] | None = None) -> None:
+    """Keys given twice in one mapping, found on the composed node (before construction, which resolves
+    merge keys in place). A merge key ``<<`` is not a key of its own, and a key that overrides a merged
+    one is legal YAML; the merged mappings are checked where they are defined."""
+    visited = set() if visited is None else visited
+    if id(node) in visited:  # an alias (*x) of a node already checked where its anchor is
+        return
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
             key = key_node.value
             if key in seen:
                 out.append((path + (key,), key_node.start_mark.line + 1, f"duplicate key {key!r}"))
             seen.add(key)
-            _duplicate_keys(value_node, path + (key,), out)
+            _duplicate_keys(value_node, path + (key,), out, visited)
     elif isinstance(node, yaml.SequenceNode):
         for i, child in enumerate(node.value):
-            _duplicate_keys(child, path + (i,), out)
+            _duplicate_keys(child, path + (i,), out, visited)
+
+
+# Constructs that run on until their closing bracket or quote: when one is left open the parser notices a
+# line (or a file) later, so the line where it started is where the mistake is.
+_UNCLOSED = ("while parsing a flow", "while scanning a quoted scalar")
+
+
+def _yaml_error(exc: yaml.MarkedYAMLError) -> tuple[int | None, str]:
+    """The line and message of a YAML syntax error. When the parser names the construct it was reading
+    (``context``) and where that started (``context_mark``), both lines are in the message."""
+    ctx, problem = exc.context, exc.problem
+    c_line = exc.context_mark.line + 1 if exc.context_mark else None
+    p_line = exc.problem_mark.line + 1 if exc.problem_mark else None
+    if not ctx or c_line is None or p_line is None or c_line == p_line:
+        return p_line or c_line, " ".join(str(x) for x in (ctx, problem) if x)
+    if str(ctx).startswith(_UNCLOSED):  # an unclosed [ { or quote: point at where it was opened
+        return c_line, f"{ctx} started at line {c_line}: {problem} at line {p_line}"
+    return p_line, f"{ctx} started at line {c_line}: {problem}"
 
 
 def read_yaml(path: Path, display: str) -> tuple[Document | None, list[Problem]]:
@@ -120,22 +151,20 @@ def read_yaml(path: Path, display: str) -> tuple[Document | None, list[Problem]]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(display, None, "", f"cannot read file: {exc}")]
     loader = _Loader(text)
+    dups: list[tuple[Loc, int, str]] = []
     try:
         node = loader.get_single_node()
+        if node is not None:  # on the composed node: construction flattens merge keys into it
+            _duplicate_keys(node, (), dups)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        msg = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        line, msg = _yaml_error(exc)
         return None, [Problem(display, line, "", f"invalid YAML: {msg}")]
     except yaml.YAMLError as exc:
         return None, [Problem(display, None, "", f"invalid YAML: {exc}")]
     finally:
         loader.dispose()
     doc = Document(path=path, data=data, node=node)
-    dups: list[tuple[Loc, int, str]] = []
-    if node is not None:
-        _duplicate_keys(node, (), dups)
     problems = [Problem(display, line, format_loc(loc), msg) for loc, line, msg in dups]
     if not isinstance(data, dict):
         problems.append(Problem(display, doc.line_of(()), "", "a manifest must be a YAML mapping (key: value pairs)"))

@@ -295,8 +295,11 @@ def _parse_seeds(seeds: str | None) -> list[int] | None:
     except ValueError:
         click.echo(f"error: --seeds must be comma-separated integers, got {seeds!r}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    if any(s < 0 for s in out) or len(set(out)) != len(out):
-        click.echo("error: --seeds must be distinct non-negative integers", err=True)
+    from .schema import SEED_LIMIT
+
+    if not out or any(not 0 <= s < SEED_LIMIT for s in out) or len(set(out)) != len(out):
+        click.echo(f"error: --seeds must be distinct integers from 0 to 2**32 - 1 ({SEED_LIMIT - 1}), got {seeds!r}",
+                   err=True)
         sys.exit(EXIT_BAD_INPUT)
     return out
 

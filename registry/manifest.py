@@ -231,7 +231,7 @@ def _semantic_problems(m: Manifest) -> list[tuple[Loc, str]]:
                 SEEDS.validate_python(prof.train["seeds"])
             except ValidationError:
                 out.append((("profiles", name, "train", "seeds"),
-                            "must be a non-empty list of distinct non-negative integers"))
+                            "must be a non-empty list of distinct non-negative integers below 2**32"))
     if m.method is None:
         out.append((("method",), "an implemented paper needs 'method' (a key in the method registry)"))
     if m.train is None:

@@ -38,9 +38,9 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Strict(BaseModel):
-    """Base for every typed config section: unknown keys are errors."""
+    """Base for every typed config section: unknown keys are errors, and so are .inf/.nan floats."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MethodConfig(Strict):

@@ -175,6 +175,7 @@ def validate(paths: tuple[Path, ...]) -> None:
         click.echo(f"ok: {len(paths)} manifest(s) valid")
         return
     manifests, problems = mf.load_all(root)
+    problems += mf.method_import_problems(root)  # a broken method package, reported where it broke
     if not problems:
         used = {m.method for m in manifests.values() if m.method}
         for key, method in sorted(methods.all_methods().items()):

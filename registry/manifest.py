@@ -320,6 +320,17 @@ def _lookup_method(key: str, doc: Document, display: str):
         return Problem(display, doc.line_of(("method",)), "method", str(exc))
 
 
+def method_import_problems(root: Path | None = None) -> list[Problem]:
+    """One problem per module under ``methods/`` that failed to import (file and line of the error)."""
+    from . import methods
+
+    out = []
+    for f in methods.import_failures():
+        out.append(Problem(display_path(f.file or f.path, root), f.line, "",
+                           f"method module {f.module} failed to import: {f.error}"))
+    return out
+
+
 def _method_problems(m: Manifest, doc: Document, display: str) -> list[Problem]:
     method = _lookup_method(m.method, doc, display)  # type: ignore[arg-type]
     if isinstance(method, Problem):

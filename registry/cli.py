@@ -107,7 +107,9 @@ def show(paper: str, profile: str | None) -> None:
     from . import report
 
     root = find_root()
-    m, _ = load_one(root, paper, with_methods=False)
+    m, _ = load_one(root, paper)  # every problem validate would report for this file, method config included
+    if profile:
+        _profile_choice(m, profile)  # before printing anything
     p = m.paper
     click.echo(click.style(p.title, bold=True))
     click.echo(f"  {', '.join(p.authors)} — {p.venue}" + ("" if str(p.year) in p.venue else f" {p.year}"))
@@ -150,7 +152,6 @@ def show(paper: str, profile: str | None) -> None:
         click.echo(f"\nignored: results/{m.id}/ holds verdicts of profiles the manifest no longer defines: "
                    + ", ".join(stale))
     if profile:
-        _profile_choice(m, profile)
         r = mf.resolve(m, profile)
         click.echo(f"\nresolved config at {profile}:")
         click.echo(json.dumps(r.as_dict(), indent=2))

@@ -69,12 +69,13 @@ def drive(root: Path, calls: list[list[str]]) -> dict:
 def test_broken_method_packages_are_located_problems_and_other_papers_still_validate(tmp_path):
     root = make_root(tmp_path)
     method_line = S.manifest_text("x").splitlines().index("method: zz-test-method") + 1
-    rep = drive(root, [["validate"], ["validate", "manifests/zz-good.yaml"], ["validate", "manifests/zz-broken.yaml"]])
+    rep = drive(root, [["validate"], ["validate", "manifests/zz-good.yaml"], ["validate", "manifests/zz-broken.yaml"],
+                       ["show", "zz-good"], ["show", "zz-broken"], ["show", "zz-other"]])
     assert rep["heavy"] == []
     *results, get = rep["results"]
     for r in results:
         assert r["exc"] is None and "Traceback" not in r["output"], r
-    val_all, val_good, val_broken = results
+    val_all, val_good, val_broken, show_good, show_broken, show_other = results
 
     out = val_all["output"]
     assert val_all["code"] == 2, out
@@ -92,6 +93,9 @@ def test_broken_method_packages_are_located_problems_and_other_papers_still_vali
 
     assert val_good["code"] == 0 and "ok: 1 manifest(s) valid" in val_good["output"]
     assert val_broken["code"] == 2 and "is unavailable: its module methods.zz_broken" in val_broken["output"]
+    assert show_good["code"] == 0 and "A tiny test paper" in show_good["output"]
+    assert show_broken["code"] == 2 and "methods.zz_broken failed to import" in show_broken["output"]
+    assert show_other["code"] == 2 and "methods.zz_broken_sub failed to import" in show_other["output"]
     assert get["isinstance_unknown"] and "zz_missing_dependency" in get["get"]
 
 

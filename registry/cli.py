@@ -255,7 +255,11 @@ def report(out_dir: Path | None) -> None:
 @click.option("--venue", default="arXiv", show_default=True)
 @click.option("--arxiv", default=None, help="arXiv id, e.g. 2212.07677.")
 def new(paper: str, title: str, authors: str, year: int, venue: str, arxiv: str | None) -> None:
-    """Scaffold manifests/PAPER.yaml and methods/PAPER/ for a new paper (a working template to edit)."""
+    """Scaffold manifests/PAPER.yaml and the method package methods/PAPER_ID/, where PAPER_ID is PAPER with
+    hyphens turned into underscores (my-paper: methods/my_paper/), for a new paper: a working template to edit.
+
+    The input is checked first (as the manifest schema checks it); on a problem nothing is written (exit 2).
+    """
     from . import scaffold
 
     root = find_root()
@@ -263,7 +267,8 @@ def new(paper: str, title: str, authors: str, year: int, venue: str, arxiv: str 
         created = scaffold.create(root, paper, title=title, authors=[a.strip() for a in authors.split(",")],
                                   year=year, venue=venue, arxiv=arxiv)
     except scaffold.ScaffoldError as exc:
-        click.echo(f"error: {exc}", err=True)
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     for p in created:
         click.echo(f"created {p.relative_to(root)}")

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import zz_support as S
 
-# CLI commands in-process (CliRunner) in a fresh interpreter that registers zz-test-method; prints a JSON report.
+# CLI commands in-process (CliRunner) in a fresh interpreter (that registers zz-test-method unless told not to);
+# prints a JSON report.
 DRIVER = r"""
 import inspect, json, sys
-sys.path.insert(0, sys.argv[2])
-import zz_support
+if sys.argv[2]:
+    sys.path.insert(0, sys.argv[2])
+    import zz_support
 from click.testing import CliRunner
 from registry.cli import cli
 # stdout apart from stderr (click 8.1 mixes them unless told not to; 8.2+ keeps both and output has both)
@@ -28,9 +30,10 @@ print(json.dumps({"results": out, "heavy": sorted(m for m in ("torch", "mlflow")
 """
 
 
-def drive(root: Path, calls: list[list[str]]) -> dict:
+def drive(root: Path, calls: list[list[str]], *, test_method: bool = True) -> dict:
     env = {**os.environ, "REGISTRY_ROOT": str(root)}
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(calls), str(S.HERE)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(calls), str(S.HERE) if test_method else ""],
+                          capture_output=True,
                           text=True, env=env, cwd=root, timeout=120)
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -96,3 +99,56 @@ def test_show_of_real_papers_imports_no_torch():
     rep = json.loads(proc.stdout.strip().splitlines()[-1])
     assert rep["codes"] and set(rep["codes"].values()) == {0}, rep
     assert rep["heavy"] == []
+
+
+# --------------------------------------------------------------------------- new
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if "__pycache__" not in p.parts)
+
+
+def test_new_refuses_bad_input_and_writes_nothing(tmp_path):
+    root = make_root(tmp_path)
+    before = _files(root)
+    bad = [
+        (["--title", "T", "--year", "2024", "--arxiv", "foo"], "--arxiv: not an arXiv id"),
+        (["--title", "T", "--year", "1800"], "--year: Input should be greater than or equal to 1950 (got 1800)"),
+        (["--title", "T", "--year", "2024", "--arxiv", "it's"], "--arxiv: not an arXiv id"),
+        (["--title", "  ", "--year", "2024"], "--title: String should have at least 1 character"),
+        (["--title", "T", "--year", "2024", "--venue", ""], "--venue: String should have at least 1 character"),
+    ]
+    refused = drive(root, [["new", "zz-new-paper", *args] for args, _ in bad])["results"]
+    for r, (_, msg) in zip(refused, bad):
+        assert r["code"] == 2 and msg in r["output"] and "created" not in r["output"], r
+    assert _files(root) == before
+    created, idx, val = drive(root, test_method=False, calls=[
+        ["new", "zz-new-paper", "--title", "It's \"quoted\": a #title", "--year", "2024", "--arxiv", "2401.01234",
+         "--authors", "O'Brien, Smith: Jr., - Dash"], ["index"], ["validate"]])["results"]
+    assert created["code"] == 0, created["output"]  # the retry is not blocked by leftovers
+    assert "created manifests/zz-new-paper.yaml" in created["output"]
+    assert "created methods/zz_new_paper/__init__.py" in created["output"]
+    assert idx["code"] == 0 and val["code"] == 0, val["output"]
+    from registry import manifest as mf
+
+    m = mf.load(root / "manifests" / "zz-new-paper.yaml", with_methods=False, root=root)
+    assert m.paper.title == "It's \"quoted\": a #title" and m.paper.arxiv == "2401.01234"
+    assert m.paper.authors == ["O'Brien", "Smith: Jr.", "- Dash"]
+
+
+def test_new_help_names_the_method_folder_with_underscores(tmp_path):
+    root = make_root(tmp_path)
+    out = drive(root, [["new", "--help"]])["results"][0]["output"]
+    assert "methods/PAPER/" not in out
+    assert "hyphens turned into underscores" in out and "methods/my_paper/" in out
+
+
+def test_scaffold_yaml_scalars_round_trip():
+    import yaml
+
+    from registry.scaffold import yaml_scalar
+
+    for v in ["it's", 'a "b" c', "x: y", "- z", "#c", "tab\there", "back\\slash", "{a}", "[b]", "*alias", "&a",
+              "2401.01234", "yes", "null", "~", "line\nbreak", "é ü ∑ 😀", " padded "]:
+        out = yaml_scalar(v)
+        assert "\n" not in out and yaml.safe_load(f"k: {out}") == {"k": v}, (v, out)

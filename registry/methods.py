@@ -85,7 +85,7 @@ class ImportFailure:
     """A module under ``methods/`` that raised while being imported (so registered nothing, or not all)."""
 
     module: str  # e.g. "methods.broken"
-    path: Path  # its package directory or module file
+    path: Path  # the package's __init__.py, or the module file
     file: Path | None  # the file the error points at (a SyntaxError's file, else the last frame in the module)
     line: int | None
     error: str  # "ModuleNotFoundError: No module named 'nope'"

@@ -107,7 +107,9 @@ def show(paper: str, profile: str | None) -> None:
     from . import report
 
     root = find_root()
-    m, _ = load_one(root, paper, with_methods=False)
+    m, _ = load_one(root, paper)  # every problem validate would report for this file, method config included
+    if profile:
+        _profile_choice(m, profile)  # before printing anything
     p = m.paper
     click.echo(click.style(p.title, bold=True))
     click.echo(f"  {', '.join(p.authors)} — {p.venue}" + ("" if str(p.year) in p.venue else f" {p.year}"))
@@ -151,7 +153,6 @@ def show(paper: str, profile: str | None) -> None:
         click.echo(f"\nignored: results/{m.id}/ holds verdicts of profiles the manifest no longer defines: "
                    + ", ".join(stale))
     if profile:
-        _profile_choice(m, profile)
         r = mf.resolve(m, profile)
         click.echo(f"\nresolved config at {profile}:")
         click.echo(json.dumps(r.as_dict(), indent=2))
@@ -176,6 +177,7 @@ def validate(paths: tuple[Path, ...]) -> None:
         click.echo(f"ok: {len(paths)} manifest(s) valid")
         return
     manifests, problems = mf.load_all(root)
+    problems += mf.method_import_problems(root)  # a broken method package, reported where it broke
     if not problems:
         used = {m.method for m in manifests.values() if m.method}
         for key, method in sorted(methods.all_methods().items()):
@@ -254,7 +256,11 @@ def report(out_dir: Path | None) -> None:
 @click.option("--venue", default="arXiv", show_default=True)
 @click.option("--arxiv", default=None, help="arXiv id, e.g. 2212.07677.")
 def new(paper: str, title: str, authors: str, year: int, venue: str, arxiv: str | None) -> None:
-    """Scaffold manifests/PAPER.yaml and methods/PAPER/ for a new paper (a working template to edit)."""
+    """Scaffold manifests/PAPER.yaml and the method package methods/PAPER_ID/, where PAPER_ID is PAPER with
+    hyphens turned into underscores (my-paper: methods/my_paper/), for a new paper: a working template to edit.
+
+    The input is checked first (as the manifest schema checks it); on a problem nothing is written (exit 2).
+    """
     from . import scaffold
 
     root = find_root()
@@ -262,7 +268,8 @@ def new(paper: str, title: str, authors: str, year: int, venue: str, arxiv: str 
         created = scaffold.create(root, paper, title=title, authors=[a.strip() for a in authors.split(",")],
                                   year=year, venue=venue, arxiv=arxiv)
     except scaffold.ScaffoldError as exc:
-        click.echo(f"error: {exc}", err=True)
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     for p in created:
         click.echo(f"created {p.relative_to(root)}")
@@ -296,8 +303,11 @@ def _parse_seeds(seeds: str | None) -> list[int] | None:
     except ValueError:
         click.echo(f"error: --seeds must be comma-separated integers, got {seeds!r}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    if any(s < 0 for s in out) or len(set(out)) != len(out):
-        click.echo("error: --seeds must be distinct non-negative integers", err=True)
+    from .schema import SEED_LIMIT
+
+    if not out or any(not 0 <= s < SEED_LIMIT for s in out) or len(set(out)) != len(out):
+        click.echo(f"error: --seeds must be distinct integers from 0 to 2**32 - 1 ({SEED_LIMIT - 1}), got {seeds!r}",
+                   err=True)
         sys.exit(EXIT_BAD_INPUT)
     return out
 

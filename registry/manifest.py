@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,7 +18,7 @@ from typing import Any, Sequence
 import yaml
 from pydantic import ValidationError
 
-from .schema import REQUIRED_PROFILES, SEEDS, Manifest
+from .schema import PROFILE_NAME, REQUIRED_PROFILES, SEEDS, Claim, Manifest, Profile, Section, Train
 
 Loc = tuple[Any, ...]
 
@@ -74,13 +75,13 @@ class Document:
         line = node.start_mark.line + 1
         for part in loc:
             if isinstance(node, yaml.MappingNode):
-                for key_node, value_node in node.value:
-                    if key_node.value == str(part):
-                        line = key_node.start_mark.line + 1
-                        node = value_node
-                        break
-                else:
+                # the last pair wins, as in the constructed mapping: after YAML merge keys (``<<: *x``)
+                # are resolved, an explicit key follows (and overrides) the merged one
+                match = [(k, v) for k, v in node.value if k.value == str(part)]
+                if not match:
                     return line
+                key_node, node = match[-1]
+                line = key_node.start_mark.line + 1
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
                 node = node.value[part]
                 line = node.start_mark.line + 1
@@ -100,18 +101,49 @@ class Document:
         return True
 
 
-def _duplicate_keys(node: yaml.Node, path: Loc, out: list[tuple[Loc, int, str]]) -> None:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _duplicate_keys(node: yaml.Node, path: Loc, out: list[tuple[Loc, int, str]],
+                    visited: set[int] | None = None) -> None:
+    """Keys given twice in one mapping, found on the composed node (before construction, which resolves
+    merge keys in place). A merge key ``<<`` is not a key of its own, and a key that overrides a merged
+    one is legal YAML; the merged mappings are checked where they are defined."""
+    visited = set() if visited is None else visited
+    if id(node) in visited:  # an alias (*x) of a node already checked where its anchor is
+        return
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
             key = key_node.value
             if key in seen:
                 out.append((path + (key,), key_node.start_mark.line + 1, f"duplicate key {key!r}"))
             seen.add(key)
-            _duplicate_keys(value_node, path + (key,), out)
+            _duplicate_keys(value_node, path + (key,), out, visited)
     elif isinstance(node, yaml.SequenceNode):
         for i, child in enumerate(node.value):
-            _duplicate_keys(child, path + (i,), out)
+            _duplicate_keys(child, path + (i,), out, visited)
+
+
+# Constructs that run on until their closing bracket or quote: when one is left open the parser notices a
+# line (or a file) later, so the line where it started is where the mistake is.
+_UNCLOSED = ("while parsing a flow", "while scanning a quoted scalar")
+
+
+def _yaml_error(exc: yaml.MarkedYAMLError) -> tuple[int | None, str]:
+    """The line and message of a YAML syntax error. When the parser names the construct it was reading
+    (``context``) and where that started (``context_mark``), both lines are in the message."""
+    ctx, problem = exc.context, exc.problem
+    c_line = exc.context_mark.line + 1 if exc.context_mark else None
+    p_line = exc.problem_mark.line + 1 if exc.problem_mark else None
+    if not ctx or c_line is None or p_line is None or c_line == p_line:
+        return p_line or c_line, " ".join(str(x) for x in (ctx, problem) if x)
+    if str(ctx).startswith(_UNCLOSED):  # an unclosed [ { or quote: point at where it was opened
+        return c_line, f"{ctx} started at line {c_line}: {problem} at line {p_line}"
+    return p_line, f"{ctx} started at line {c_line}: {problem}"
 
 
 def read_yaml(path: Path, display: str) -> tuple[Document | None, list[Problem]]:
@@ -120,22 +152,20 @@ def read_yaml(path: Path, display: str) -> tuple[Document | None, list[Problem]]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(display, None, "", f"cannot read file: {exc}")]
     loader = _Loader(text)
+    dups: list[tuple[Loc, int, str]] = []
     try:
         node = loader.get_single_node()
+        if node is not None:  # on the composed node: construction flattens merge keys into it
+            _duplicate_keys(node, (), dups)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        msg = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        line, msg = _yaml_error(exc)
         return None, [Problem(display, line, "", f"invalid YAML: {msg}")]
     except yaml.YAMLError as exc:
         return None, [Problem(display, None, "", f"invalid YAML: {exc}")]
     finally:
         loader.dispose()
     doc = Document(path=path, data=data, node=node)
-    dups: list[tuple[Loc, int, str]] = []
-    if node is not None:
-        _duplicate_keys(node, (), dups)
     problems = [Problem(display, line, format_loc(loc), msg) for loc, line, msg in dups]
     if not isinstance(data, dict):
         problems.append(Problem(display, doc.line_of(()), "", "a manifest must be a YAML mapping (key: value pairs)"))
@@ -160,9 +190,83 @@ def _pydantic_problems(exc: ValidationError, doc: Document, display: str, prefix
     return out
 
 
-def _semantic_problems(m: Manifest) -> list[tuple[Loc, str]]:
+_BAD: Any = type("_Bad", (), {"__repr__": lambda self: "<schema error>"})()  # a field that failed its own check
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The manifest's fields that are well-formed on their own, so that the cross-field checks (claims against
+    metrics and profiles, the method config) run even when another field has a schema error. A field that
+    failed its own schema check is ``_BAD``; in ``profiles`` and ``claims`` a malformed entry is ``None``."""
+
+    status: Any
+    status_reason: Any
+    method: Any
+    data: Any  # Section
+    model: Any  # Section
+    train: Any  # Train | None
+    profiles: Any  # dict[name, Profile | None]
+    metric_names: Any  # list[(index, name)]: names of the declared metrics, also of malformed entries
+    claims: Any  # list[Claim | None]
+
+    @classmethod
+    def of(cls, m: Manifest) -> "_Parts":
+        return cls(status=m.status, status_reason=m.status_reason, method=m.method, data=m.data, model=m.model,
+                   train=m.train, profiles=dict(m.profiles), metric_names=[(i, x.name) for i, x in enumerate(m.metrics)],
+                   claims=list(m.claims))
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any], errors: list[dict[str, Any]]) -> "_Parts":
+        bad = {e["loc"][0] for e in errors if e["loc"]}
+
+        def scalar(name: str) -> Any:
+            return _BAD if name in bad else raw.get(name)
+
+        def model(cls_: Any, value: Any) -> Any:
+            try:
+                return cls_.model_validate(value)
+            except ValidationError:
+                return _BAD
+
+        data = _BAD if "data" in bad else model(Section, raw.get("data", {}))
+        mdl = _BAD if "model" in bad else model(Section, raw.get("model", {}))
+        train_raw = raw.get("train")
+        if "train" not in bad:
+            train = None if train_raw is None else model(Train, train_raw)
+        elif isinstance(train_raw, dict) and all(tuple(e["loc"][:2]) == ("train", "seeds") for e in errors
+                                                 if e["loc"] and e["loc"][0] == "train"):
+            # only the seeds are wrong (reported already): the method parameters can still be checked
+            train = model(Train, {**train_raw, "seeds": [0]})
+        else:
+            train = _BAD
+
+        def entry(cls_: Any, value: Any) -> Any:  # one entry of a list or mapping: None when malformed
+            found = model(cls_, value)
+            return None if found is _BAD else found
+
+        profiles: Any = raw.get("profiles", {})
+        if isinstance(profiles, dict):
+            profiles = {name: entry(Profile, v) if isinstance(name, str) and re.match(PROFILE_NAME, name) else None
+                        for name, v in profiles.items()}
+        else:
+            profiles = _BAD
+        metrics = raw.get("metrics", [])
+        names: Any = _BAD
+        if isinstance(metrics, list):
+            names = [(i, x["name"]) for i, x in enumerate(metrics) if isinstance(x, dict) and isinstance(x.get("name"), str)]
+        claims: Any = raw.get("claims", [])
+        claims = [entry(Claim, c) for c in claims] if isinstance(claims, list) else _BAD
+        return cls(status=scalar("status"), status_reason=scalar("status_reason"), method=scalar("method"),
+                   data=data, model=mdl, train=train, profiles=profiles, metric_names=names, claims=claims)
+
+
+def _semantic_problems(m: "Manifest | _Parts") -> list[tuple[Loc, str]]:
+    """Checks across fields; on ``_Parts`` only those whose fields are well-formed."""
+    parts = m if isinstance(m, _Parts) else _Parts.of(m)
     out: list[tuple[Loc, str]] = []
-    for i, c in enumerate(m.claims):
+    all_claims = [] if parts.claims is _BAD else parts.claims
+    claims = [(i, c) for i, c in enumerate(all_claims) if c is not None]
+    for i, c in claims:
         at = ("claims", i)
         if c.kind == "paper" and c.target is not None:
             out.append((at + ("target",), "a 'paper' claim is checked against reported.value (the paper's number); "
@@ -182,50 +286,59 @@ def _semantic_problems(m: Manifest) -> list[tuple[Loc, str]]:
         if not c.profiles:
             out.append((at + ("profiles",), "a checked claim needs the profiles it is checked at"))
 
-    ids = [c.id for c in m.claims]
-    for i, cid in enumerate(ids):
-        if cid in ids[:i]:
-            out.append((("claims", i, "id"), f"duplicate claim id {cid!r}"))
+    seen_ids: set[str] = set()
+    for i, c in claims:
+        if c.id in seen_ids:
+            out.append((("claims", i, "id"), f"duplicate claim id {c.id!r}"))
+        seen_ids.add(c.id)
 
-    if m.status == "catalogued":
-        if not m.status_reason:
+    if parts.status == "catalogued":
+        if parts.status_reason is not _BAD and not parts.status_reason:
             out.append((("status_reason",), "a catalogued paper needs 'status_reason' (why it is not implemented)"))
-        for i, c in enumerate(m.claims):
+        for i, c in claims:
             if c.checked:
                 out.append((("claims", i, "metric"), "a catalogued paper has no method to produce metrics; "
                             "drop the check or implement the paper"))
         return out
+    if parts.status != "implemented":  # a schema error: which checks apply is unknown
+        return out
 
-    for name, prof in m.profiles.items():
-        if "seeds" in prof.train:
+    profiles = {} if parts.profiles is _BAD else parts.profiles
+    for name, prof in profiles.items():
+        if prof is not None and "seeds" in prof.train:
             try:
                 SEEDS.validate_python(prof.train["seeds"])
             except ValidationError:
                 out.append((("profiles", name, "train", "seeds"),
-                            "must be a non-empty list of distinct non-negative integers"))
-    if m.method is None:
+                            "must be a non-empty list of distinct non-negative integers below 2**32"))
+    if parts.method is None:
         out.append((("method",), "an implemented paper needs 'method' (a key in the method registry)"))
-    if m.train is None:
+    if parts.train is None:
         out.append((("train",), "an implemented paper needs a 'train' section (at least 'seeds')"))
-    for p in REQUIRED_PROFILES:
-        if p not in m.profiles:
-            out.append((("profiles",), f"missing profile {p!r} (every implemented paper has smoke, cpu and paper)"))
-    names = [x.name for x in m.metrics]
-    for i, n in enumerate(names):
-        if n in names[:i]:
-            out.append((("metrics", i, "name"), f"duplicate metric {n!r}"))
-    for i, c in enumerate(m.claims):
-        for f in ("metric", "baseline"):
-            v = getattr(c, f)
-            if v is not None and v not in names:
-                out.append((("claims", i, f), f"metric {v!r} is not declared in 'metrics'"))
-        if c.seeds_where and c.seeds_where.metric not in names:
-            out.append((("claims", i, "seeds_where", "metric"),
-                        f"metric {c.seeds_where.metric!r} is not declared in 'metrics'"))
-        for j, p in enumerate(c.profiles):
-            if p not in m.profiles:
-                out.append((("claims", i, "profiles", j), f"profile {p!r} is not defined in 'profiles'"))
-    if not any(c.checked for c in m.claims):
+    if parts.profiles is not _BAD:
+        for p in REQUIRED_PROFILES:
+            if p not in profiles:
+                out.append((("profiles",), f"missing profile {p!r} (every implemented paper has smoke, cpu and paper)"))
+    names: list[str] = []
+    if parts.metric_names is not _BAD:
+        for i, n in parts.metric_names:
+            if n in names:
+                out.append((("metrics", i, "name"), f"duplicate metric {n!r}"))
+            names.append(n)
+    for i, c in claims:
+        if parts.metric_names is not _BAD:
+            for f in ("metric", "baseline"):
+                v = getattr(c, f)
+                if v is not None and v not in names:
+                    out.append((("claims", i, f), f"metric {v!r} is not declared in 'metrics'"))
+            if c.seeds_where and c.seeds_where.metric not in names:
+                out.append((("claims", i, "seeds_where", "metric"),
+                            f"metric {c.seeds_where.metric!r} is not declared in 'metrics'"))
+        if parts.profiles is not _BAD:
+            for j, p in enumerate(c.profiles):
+                if p not in profiles:
+                    out.append((("claims", i, "profiles", j), f"profile {p!r} is not defined in 'profiles'"))
+    if parts.claims is not _BAD and None not in parts.claims and not any(c.checked for _, c in claims):
         out.append((("claims",), "an implemented paper needs at least one checked claim"))
     return out
 
@@ -267,18 +380,23 @@ def resolve(m: Manifest, profile: str) -> Resolved:
     if m.train is None:
         raise KeyError(f"{m.id}: no 'train' section")
     p = m.profiles[profile]
-    train = deep_merge(m.train.params() | {"seeds": m.train.seeds}, p.train)
-    seeds = list(train.pop("seeds"))
+    sections, seeds = _merge_profile(m.data, m.model, m.train, p)
     return Resolved(
         manifest=m,
         profile=profile,
-        data=deep_merge(m.data.params(), p.data),
-        model=deep_merge(m.model.params(), p.model),
-        train=train,
-        seeds=seeds,
+        **sections,
+        seeds=list(seeds),
         device=p.device or m.hardware.device,
         jobs=p.jobs,
     )
+
+
+def _merge_profile(data: Section, model: Section, train: Train, p: Profile) -> tuple[dict[str, dict[str, Any]], Any]:
+    """The method sections (data, model, train) at profile ``p``, and its seeds (as given)."""
+    merged_train = deep_merge(train.params() | {"seeds": train.seeds}, p.train)
+    seeds = merged_train.pop("seeds")
+    return ({"data": deep_merge(data.params(), p.data), "model": deep_merge(model.params(), p.model),
+             "train": merged_train}, seeds)
 
 
 def _lookup_method(key: str, doc: Document, display: str):
@@ -291,27 +409,44 @@ def _lookup_method(key: str, doc: Document, display: str):
         return Problem(display, doc.line_of(("method",)), "method", str(exc))
 
 
-def _method_problems(m: Manifest, doc: Document, display: str) -> list[Problem]:
-    method = _lookup_method(m.method, doc, display)  # type: ignore[arg-type]
+def method_import_problems(root: Path | None = None) -> list[Problem]:
+    """One problem per module under ``methods/`` that failed to import (file and line of the error)."""
+    from . import methods
+
+    out = []
+    for f in methods.import_failures():
+        out.append(Problem(display_path(f.file or f.path, root), f.line, "",
+                           f"method module {f.module} failed to import: {f.error}"))
+    return out
+
+
+def _method_problems(parts: _Parts, doc: Document, display: str) -> list[Problem]:
+    """The method lookup and its typed config at every well-formed profile, on the sections that are
+    well-formed (nothing is checked for a section with a schema error: that error is reported already)."""
+    if parts.status != "implemented" or not isinstance(parts.method, str):
+        return []
+    method = _lookup_method(parts.method, doc, display)
     if isinstance(method, Problem):
         return [method]
+    if _BAD in (parts.data, parts.model, parts.train, parts.profiles) or parts.train is None:
+        return []
+    key = parts.method
     out: list[Problem] = []
-    for name in m.profiles:
-        try:
-            r = resolve(m, name)
-        except KeyError:
+    for name, prof in parts.profiles.items():
+        if prof is None:
             continue
+        sections, _ = _merge_profile(parts.data, parts.model, parts.train, prof)
         try:
-            method.config.model_validate(r.method_sections())
+            method.config.model_validate(sections)
         except ValidationError as exc:
             for err in exc.errors(include_url=False):
                 loc = tuple(err["loc"])
                 # Point at the override when the profile sets this field, else at the base section.
                 candidates = [("profiles", name) + loc, loc, ("profiles", name) + loc[:1], loc[:1]]
                 where = next((c for c in candidates if doc.has(c)), loc)
-                msg = "unknown parameter for method " + repr(m.method) if err["type"] == "extra_forbidden" else err["msg"]
+                msg = "unknown parameter for method " + repr(key) if err["type"] == "extra_forbidden" else err["msg"]
                 if err["type"] == "missing":
-                    msg = f"required by method {m.method!r} but not given"
+                    msg = f"required by method {key!r} but not given"
                 elif "input" in err and not isinstance(err["input"], (dict, list)) and err["type"] != "extra_forbidden":
                     msg = f"{msg} (got {err['input']!r})"
                 out.append(Problem(display, doc.line_of(where), format_loc(where),
@@ -320,9 +455,9 @@ def _method_problems(m: Manifest, doc: Document, display: str) -> list[Problem]:
     seen: set[tuple[str, str]] = set()
     unique = []
     for p in out:
-        key = (p.field, p.message.rsplit(" [profile", 1)[0])
-        if key not in seen:
-            seen.add(key)
+        k = (p.field, p.message.rsplit(" [profile", 1)[0])
+        if k not in seen:
+            seen.add(k)
             unique.append(p)
     return unique
 
@@ -335,29 +470,29 @@ def display_path(path: Path, root: Path | None = None) -> str:
 
 
 def check_file(path: Path, *, with_methods: bool = True, root: Path | None = None) -> tuple[Manifest | None, list[Problem]]:
-    """Validate one manifest file; return the model (if it parsed) and every problem found."""
+    """Validate one manifest file; return the model (if it has no problem) and every problem found.
+
+    Everything is checked in one pass: a schema error in one field does not hide the cross-field checks
+    (claims against metrics and profiles) or the method-config check of the fields that are well-formed."""
     display = display_path(path, root)
     doc, problems = read_yaml(path, display)
     if doc is None or not isinstance(doc.data, dict):
         return None, problems
     try:
         m = Manifest.model_validate(doc.data)
+        parts = _Parts.of(m)
     except ValidationError as exc:
         problems += _pydantic_problems(exc, doc, display)
         m = None
-    if m is None:
-        key = doc.data.get("method")
-        if with_methods and isinstance(key, str) and doc.data.get("status") == "implemented":
-            found = _lookup_method(key, doc, display)
-            if isinstance(found, Problem):
-                problems.append(found)
-        return None, problems
-    if path.suffix in (".yaml", ".yml") and path.stem != m.id:
+        parts = _Parts.from_raw(doc.data, exc.errors(include_url=False))
+    pid = m.id if m is not None else doc.data.get("id")
+    id_ok = m is not None or not any(p.field == "id" for p in problems)
+    if id_ok and isinstance(pid, str) and path.suffix in (".yaml", ".yml") and path.stem != pid:
         problems.append(Problem(display, doc.line_of(("id",)), "id",
-                                f"id {m.id!r} must match the file name ({path.stem!r})"))
-    problems += [Problem(display, doc.line_of(loc), format_loc(loc), msg) for loc, msg in _semantic_problems(m)]
-    if with_methods and m.status == "implemented" and m.method is not None and not problems:
-        problems += _method_problems(m, doc, display)
+                                f"id {pid!r} must match the file name ({path.stem!r})"))
+    problems += [Problem(display, doc.line_of(loc), format_loc(loc), msg) for loc, msg in _semantic_problems(parts)]
+    if with_methods:
+        problems += _method_problems(parts, doc, display)
     return (m if not problems else None), problems
 
 

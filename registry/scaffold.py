@@ -1,15 +1,22 @@
 """`registry new`: a manifest and a method package that validate and run as they are, to be edited."""
 from __future__ import annotations
 
-import json
 import re
+import tempfile
 from pathlib import Path
 
-from .schema import SLUG
+import yaml
+from pydantic import ValidationError
+
+from .schema import SLUG, Paper
 
 
 class ScaffoldError(Exception):
-    pass
+    """Bad input for `registry new`; ``problems`` holds one message per problem (nothing was written)."""
+
+    def __init__(self, *problems: str):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 MANIFEST = '''\
@@ -147,23 +154,85 @@ def run(cfg: Config, ctx) -> dict[str, float]:
 '''
 
 
+# the `registry new` option that sets each paper field, for messages about bad input
+OPTION = {"title": "--title", "authors": "--authors", "year": "--year", "venue": "--venue", "arxiv": "--arxiv"}
+
+
+def yaml_scalar(value: str) -> str:
+    """``value`` as one double-quoted YAML scalar that reads back as exactly ``value``."""
+    out = yaml.safe_dump(value, default_style='"', width=float("inf"), allow_unicode=True).rstrip("\n")
+    if out.endswith("\n..."):  # pragma: no cover - a document end marker, never written for quoted scalars
+        out = out[: -len("\n...")]
+    if "\n" in out or yaml.safe_load(out) != value:  # pragma: no cover - guard against a PyYAML surprise
+        raise ScaffoldError(f"cannot write {value!r} as a YAML string")
+    return out
+
+
+def _check_paper(title: str, authors: list[str], year: int, venue: str, arxiv: str | None) -> dict:
+    """The paper metadata as the manifest schema reads it, or a ScaffoldError naming each bad option."""
+    fields = {"title": title, "authors": authors, "year": year, "venue": venue, "code": "none released"}
+    if arxiv is not None:
+        fields["arxiv"] = arxiv
+    try:
+        Paper.model_validate(fields)
+    except ValidationError as exc:
+        msgs = []
+        for err in exc.errors(include_url=False):
+            field = str(err["loc"][0]) if err["loc"] else ""
+            opt = OPTION.get(field, field)
+            if field == "arxiv" and err["type"] == "string_pattern_mismatch":
+                msg = "not an arXiv id (e.g. 2212.07677 or hep-th/9901001)"
+            elif field == "authors" and len(err["loc"]) > 1:
+                msg = f"author {err['loc'][1] + 1}: {err['msg']}"
+            else:
+                msg = err["msg"]
+            got = err.get("input")
+            msgs.append(f"{opt}: {msg}" + (f" (got {got!r})" if got is not None and not isinstance(got, (dict, list))
+                                           else ""))
+        raise ScaffoldError(*msgs) from None
+    return fields
+
+
 def create(root: Path, paper: str, *, title: str, authors: list[str], year: int, venue: str,
            arxiv: str | None) -> list[Path]:
+    """Write manifests/<paper>.yaml and methods/<paper_with_underscores>/__init__.py. Everything is checked
+    first (the inputs, then the rendered manifest against the schema): on any problem nothing is written."""
     if not re.match(SLUG, paper):
         raise ScaffoldError(f"paper id {paper!r} must be a slug: lowercase letters, digits and single hyphens")
+    authors = [a for a in authors if a] or ["Unknown"]
+    _check_paper(title, authors, year, venue, arxiv)
     manifest = root / "manifests" / f"{paper}.yaml"
     pkg = root / "methods" / paper.replace("-", "_")
     for p in (manifest, pkg):
         if p.exists():
             raise ScaffoldError(f"{p.relative_to(root)} already exists")
 
-    q = json.dumps  # a JSON string is a valid double-quoted YAML scalar
+    q = yaml_scalar
     text = MANIFEST.format(
-        id=paper, title=q(title), authors=", ".join(q(a) for a in authors if a) or q("Unknown"), year=year,
-        venue=q(venue), arxiv_line=f"  arxiv: '{arxiv}'\n" if arxiv else "")
+        id=paper, title=q(title), authors=", ".join(q(a) for a in authors), year=year,
+        venue=q(venue), arxiv_line=f"  arxiv: {q(arxiv)}\n" if arxiv else "")
+    source = METHOD.format(id=paper, title=title.replace("\\", "\\\\").replace('"', '\\"'),
+                           arxiv=f"arXiv {arxiv}" if arxiv else "no arXiv id")
+    _check_rendered(paper, text, source)
     pkg.mkdir(parents=True)
     manifest.parent.mkdir(parents=True, exist_ok=True)
-    (pkg / "__init__.py").write_text(METHOD.format(id=paper, title=title.replace("\\", "\\\\").replace('"', '\\"'), arxiv=f"arXiv {arxiv}" if arxiv else "no arXiv id"),
-                                     encoding="utf-8")
+    (pkg / "__init__.py").write_text(source, encoding="utf-8")
     manifest.write_text(text, encoding="utf-8")
     return [manifest, pkg / "__init__.py"]
+
+
+def _check_rendered(paper: str, text: str, source: str) -> None:
+    """The scaffold must validate as written (schema and claim checks; its method is not registered yet)
+    and its method must compile; a guard, since the inputs were checked already."""
+    from . import manifest as mf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{paper}.yaml"
+        path.write_text(text, encoding="utf-8")
+        _, problems = mf.check_file(path, with_methods=False, root=Path(tmp))
+    if problems:
+        raise ScaffoldError(*(f"the manifest would not validate: {p}" for p in problems))
+    try:
+        compile(source, f"methods/{paper.replace('-', '_')}/__init__.py", "exec")
+    except SyntaxError as exc:
+        raise ScaffoldError(f"the method would not compile: {exc}") from None

@@ -21,7 +21,9 @@ PROFILE_NAME = r"^[a-z][a-z0-9_-]*$"
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a threshold, tolerance or reported number of .inf/.nan would make a check
+    # meaningless (e.g. tolerance.abs: .inf passes every claim), so every float of the manifest is finite
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Paper(Model):
@@ -53,15 +55,19 @@ def _distinct(v: list[int]) -> list[int]:
     return v
 
 
-# The one definition of a valid seed list: the base train.seeds and every profile override use it.
-Seeds = Annotated[list[Annotated[int, Field(ge=0, strict=True)]], Field(min_length=1), AfterValidator(_distinct)]
+# The one definition of a valid seed list: the base train.seeds and every profile override use it (and the
+# CLI's --seeds). A seed is below 2**32, numpy's seed range (torch.manual_seed refuses >= 2**64 and context.seed_for
+# hashes any integer); the runner passes it to random, numpy and torch as it is.
+SEED_LIMIT = 2**32
+Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT, strict=True)]
+Seeds = Annotated[list[Seed], Field(min_length=1), AfterValidator(_distinct)]
 SEEDS = TypeAdapter(Seeds)
 
 
 class Train(BaseModel):
     """``train``: seeds are the runner's; every other key goes to the method's typed ``train`` config."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     seeds: Seeds
     optimizer: Text | None = None
     lr: float | None = Field(None, gt=0)

@@ -13,7 +13,8 @@ When ``baseline`` is set the checked quantity is the per-seed difference ``metri
 (paired over seeds). When ``seeds_where`` is set only the seeds whose own metric meets its condition
 are judged (a paper protocol such as "mean over the runs that fit the training range"); fewer than its
 ``min_seeds`` such seeds is a ``fail``. A missing or non-finite metric is an ``error`` verdict, which
-counts as failing.
+counts as failing: this includes a non-finite value of the ``seeds_where`` metric (the seed can be
+neither selected nor dropped) and a non-finite value among the selected seeds, however few they are.
 """
 from __future__ import annotations
 
@@ -102,6 +103,7 @@ def judge(claim: Claim, per_seed: Sequence[Mapping[str, float]]) -> dict[str, An
     sel = claim.seeds_where
     values = []
     missing = []
+    unselectable = []  # seeds whose selection metric is NaN/inf: neither in nor out, so nothing is judged
     kept = []  # positions in the run's seed list of the seeds that are judged
     for i, metrics in enumerate(per_seed):
         a = metrics.get(claim.metric)  # type: ignore[arg-type]
@@ -109,6 +111,9 @@ def judge(claim: Claim, per_seed: Sequence[Mapping[str, float]]) -> dict[str, An
         f = metrics.get(sel.metric) if sel else 0.0
         if a is None or b is None or f is None:
             missing.append(i)
+            continue
+        if sel and not math.isfinite(float(f)):
+            unselectable.append(i)
             continue
         if sel and not compare(float(f), sel.compare, sel.value, 0.0):
             continue
@@ -118,8 +123,16 @@ def judge(claim: Claim, per_seed: Sequence[Mapping[str, float]]) -> dict[str, An
         names = ", ".join(n for n in (claim.metric, claim.baseline, sel and sel.metric) if n)
         row.update(verdict="error", measured=None, error=f"metric(s) {names} missing in {len(missing) or 'all'} seed(s)")
         return row
+    if sel and unselectable:
+        row.update(verdict="error", measured=None,
+                   error=f"non-finite metric value of {sel.metric} (the seeds_where metric) in "
+                         f"{len(unselectable)} seed(s), at positions {unselectable}: cannot tell whether they are selected")
+        return row
     if sel:
         row["selected"] = {"condition": sel.describe(), "positions": kept, "of": len(per_seed)}
+        if not all(math.isfinite(v) for v in values):  # a diverged selected seed is an error, however many there are
+            row.update(verdict="error", measured=summarize(values).as_dict(), error="non-finite metric value")
+            return row
         if len(values) < sel.min_seeds:
             row.update(verdict="fail", measured=summarize(values).as_dict() if values else None,
                        note=f"only {len(values)} of {len(per_seed)} seeds meet {sel.metric} {sel.compare} "
@@ -174,7 +187,10 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
     target = f"{op} {_fmt(row['threshold'])}" + (f" ± {_fmt(row['tolerance'])}" if row["tolerance"] else "")
     m = row.get("measured")
     if m is None:
-        measured = "no seed selected" if row.get("selected") else "missing"
+        if row.get("selected"):
+            measured = "no seed selected"
+        else:
+            measured = "non-finite" if str(row.get("error", "")).startswith("non-finite") else "missing"
     elif "value" not in row and row.get("selected"):  # too few seeds met the selection: not judged
         measured = f"[n={m['n']} of {row['selected']['of']}]"
     else:

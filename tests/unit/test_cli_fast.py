@@ -51,7 +51,10 @@ def make_root(tmp: Path, *, methods_pkg: bool = True) -> Path:
 
 # Runs CLI commands in-process (CliRunner) inside a fresh interpreter; prints a JSON report.
 DRIVER = r"""
-import json, sys
+import json, os, sys
+if os.environ.get("ZZ_TEST_METHOD_DIR"):  # register zz-test-method, which the manifests of S.BASE_IMPLEMENTED use
+    sys.path.insert(0, os.environ["ZZ_TEST_METHOD_DIR"])
+    import zz_support
 from click.testing import CliRunner
 from registry.cli import cli
 calls = json.loads(sys.argv[1])
@@ -66,8 +69,10 @@ print(json.dumps({"results": out, "heavy": sorted(m for m in ("torch", "mlflow")
 """
 
 
-def drive(root: Path, calls: list[list[str]]) -> dict:
+def drive(root: Path, calls: list[list[str]], *, test_method: bool = False) -> dict:
     env = {**os.environ, "REGISTRY_ROOT": str(root)}
+    if test_method:
+        env["ZZ_TEST_METHOD_DIR"] = str(S.HERE)
     proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(calls)], capture_output=True, text=True,
                           env=env, cwd=root.parent, timeout=120)  # not the root: REGISTRY_ROOT must suffice
     assert proc.returncode == 0, proc.stderr
@@ -223,7 +228,7 @@ def test_index_lists_supplementary_cpu_profiles(tmp_path):
     assert problems == []
     index.write(root, manifests)
     data = yaml.safe_load((root / "papers.yaml").read_text())
-    show = drive(root, [["show", "zz-impl-a"]])["results"][0]
+    show = drive(root, [["show", "zz-impl-a"]], test_method=True)["results"][0]
     assert show["code"] == 0, show["output"]
     profile_lines = show["output"].split("\nprofiles:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert {ln[:14] for ln in profile_lines} >= {"  cpu-extra   ", "  smoke       "}  # widest name sets the column
@@ -245,7 +250,7 @@ def test_show_ignores_verdicts_of_profiles_the_manifest_no_longer_defines(tmp_pa
         (d / "verification.json").write_text(json.dumps(
             {"verdict": verdict.upper(), "passed": int(verdict == "pass"), "total": 1,
              "claims": [{"id": "acc-high", "verdict": verdict}]}))
-    show = drive(root, [["show", "zz-impl-a"]])["results"][0]
+    show = drive(root, [["show", "zz-impl-a"]], test_method=True)["results"][0]
     assert show["code"] == 0, show["output"]
     claims = show["output"].split("\nclaims (", 1)[1]
     assert "      cpu: fail" in claims and "cpu-gone: pass" not in claims
@@ -278,6 +283,6 @@ def test_show_names_the_seed_selection_of_a_claim(tmp_path):
         "      rationale: Seed noise.\n    profiles: [cpu, paper]\n",
         "      rationale: Seed noise.\n    seeds_where: {metric: base_acc, compare: '<=', value: 0.5, min_seeds: 2,\n"
         "                  rationale: The paper averages only such runs.}\n    profiles: [cpu, paper]\n"))
-    show = drive(root, [["show", "zz-impl-a"]])["results"][0]
+    show = drive(root, [["show", "zz-impl-a"]], test_method=True)["results"][0]
     assert show["code"] == 0, show["output"]
     assert "check: mean(acc) >= 0.9 ± 0.05 over seeds with base_acc <= 0.5 (at least 2) at cpu, paper" in show["output"]

@@ -261,17 +261,23 @@ def test_jobs_crash_names_the_seed_and_keeps_previous_results(root: Path) -> Non
     path = write(root, 1.0)
     first = runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None)
     before = (first.run_dir / "metrics.json").read_text()
-    # seed 1 crashes at once while seed 0 is still running; seed 0 would write a file 1.5 s later
+    # seed 1 crashes at once; seed 0 sleeps 1.5 s, then writes a file (it may still be running when seed 1
+    # fails, or, if its worker started first, have finished: then it is kept whole)
     path.write_text(path.read_text().replace("data: {value: 1.0}",
                                              "data: {value: 1.0, crash_on_seed: 1, slow_seconds: 1.5}"))
     with pytest.raises(runner.RunError, match="seed 1.*boom"):
         runner.train(root, mf.load(path), path, "cpu", seeds=[0, 1], jobs=2, show_progress=False,
                      echo=lambda s: None)
-    time.sleep(2.5)  # a surviving worker would have written its file by now
-    assert (first.run_dir / "metrics.json").read_text() == before
     leftovers = [p for p in first.run_dir.parent.iterdir() if p.name.startswith(".") and p.name != ".lock"]
     assert [p.name.split("-")[0] for p in leftovers] == [".partial"]  # no .run.tmp
-    assert not list(leftovers[0].rglob("*.json")) and not list(leftovers[0].rglob("done.txt"))
+    partial = leftovers[0]
+    at_failure = sorted(str(p.relative_to(partial)) for p in partial.rglob("*"))
+    time.sleep(2.5)  # a surviving worker would have written its file by now
+    assert sorted(str(p.relative_to(partial)) for p in partial.rglob("*")) == at_failure  # no writes after
+    assert (first.run_dir / "metrics.json").read_text() == before
+    kept = sorted(f.name for f in partial.glob("seed-*.json"))
+    assert kept in ([], ["seed-0.json"])
+    assert not kept or (partial / "seed-0" / "done.txt").is_file()  # a kept seed is whole
 
 
 def test_parts_returning_the_same_metric_are_an_error(root: Path) -> None:

@@ -116,8 +116,8 @@ def _duplicate_keys(node: yaml.Node, path: Loc, out: list[tuple[Loc, int, str]],
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                continue
+            if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+                continue  # a merge key, or a list/mapping as key (construction reports it as unhashable)
             key = key_node.value
             if key in seen:
                 out.append((path + (key,), key_node.start_mark.line + 1, f"duplicate key {key!r}"))
@@ -252,8 +252,9 @@ class _Parts:
             profiles = _BAD
         metrics = raw.get("metrics", [])
         names: Any = _BAD
-        if isinstance(metrics, list):
-            names = [(i, x["name"]) for i, x in enumerate(metrics) if isinstance(x, dict) and isinstance(x.get("name"), str)]
+        if isinstance(metrics, list) and all(isinstance(x, dict) and isinstance(x.get("name"), str) for x in metrics):
+            names = [(i, x["name"]) for i, x in enumerate(metrics)]
+        # else: with a malformed entry the declared names are unknown, so claims are not told "not declared"
         claims: Any = raw.get("claims", [])
         claims = [entry(Claim, c) for c in claims] if isinstance(claims, list) else _BAD
         return cls(status=scalar("status"), status_reason=scalar("status_reason"), method=scalar("method"),

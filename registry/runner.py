@@ -20,6 +20,7 @@ Layout of ``results/<paper>/<profile>/``::
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import inspect
 import json
@@ -172,7 +173,11 @@ class RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise RunError(f"cannot lock {self.path} ({exc.strerror}); results of {self.what} need a "
+                               f"folder on a file system with locks") from None
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise RunError(f"another run of {self.what} is under way (process {holder}, lock {self.path}); "
@@ -448,10 +453,30 @@ def _seed_job_packed(args: tuple) -> dict[str, Any]:
 
 
 def _worker_init() -> None:
-    """Workers leave Ctrl-C to the parent, which stops them (no traceback per worker)."""
+    """Workers leave Ctrl-C to the parent, which stops them (no traceback per worker), and end at once when the
+    parent is gone (killed by SIGKILL or the OOM killer, so it could not stop them): an orphan would go on
+    writing into the kept seeds after the run's lock is released."""
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated(f"stopped by signal {signum}")
 
 
 def _stop_pool(pool) -> None:
@@ -520,8 +545,14 @@ def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: st
         what = f"seeds {', '.join(map(str, todo))}" + (f" x parts {', '.join(parts)}" if parts else "")
         n_proc = min(jobs, len(tasks))
         echo(f"[{manifest.id}@{profile}] {what} on {dev}: {n_proc} processes x {threads} thread(s) ...")
+        import signal
+        import threading
+
         pool = ProcessPoolExecutor(max_workers=n_proc, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init)
+        # SIGTERM (timeout, a cancelled job) stops the workers as Ctrl-C does, through the finally below
+        old_term = (signal.signal(signal.SIGTERM, _raise_terminated)
+                    if threading.current_thread() is threading.main_thread() else None)
         try:
             futures = {pool.submit(_seed_job_packed, task): (task[5], task[6]) for task in tasks}  # FIFO: costliest first
             order = {unit: i for i, unit in enumerate(futures.values())}
@@ -551,8 +582,12 @@ def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: st
                 if errors:
                     raise RunError(errors[0])
             pool.shutdown(wait=True)
+        except _Terminated as exc:
+            raise RunError(f"{exc}; the seeds finished so far are kept") from None
         finally:
             _stop_pool(pool)
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
     per_seed, curves = [], []
     for seed in run_seeds:  # the sequential loop's order, whatever order the workers finished in
         outs = _reusable(results, seed, names)

@@ -85,3 +85,10 @@ def test_error_without_context_keeps_the_problem_line(tmp_path):
     path.write_text("a: 1\nb: c: 2\n", encoding="utf-8")
     _, [p] = mf.check_file(path, root=tmp_path)
     assert p.line == 2 and p.message == "invalid YAML: mapping values are not allowed in this context"
+
+
+def test_a_list_as_mapping_key_is_invalid_yaml_not_a_crash(tmp_path):
+    path = tmp_path / "zz-key.yaml"
+    path.write_text("id: zz-key\n? [a, b]\n: 1\n", encoding="utf-8")
+    m, problems = mf.check_file(path, root=tmp_path)
+    assert m is None and any("invalid YAML" in p.message and "unhashable" in p.message for p in problems), problems

@@ -70,3 +70,10 @@ def test_id_mismatch_next_to_a_schema_error(tmp_path):
     text = S.manifest_text("zz-other-id").replace("  year: 2020\n", "  year: soon\n")
     got, _ = check(tmp_path, text)
     assert {f for f, _ in got} == {"paper.year", "id"}, got
+
+
+def test_a_malformed_metrics_entry_does_not_make_claims_undeclared(tmp_path):
+    text = S.manifest_text("zz-one-pass").replace("  - name: acc\n", "  - name: 123\n")
+    got, _ = check(tmp_path, text)
+    assert not any("is not declared" in msg for _, msg in got), got
+    assert any(f.startswith("metrics[0]") for f, _ in got), got

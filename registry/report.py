@@ -23,15 +23,22 @@ def latest_verifications(root: Path, paper: str) -> dict[str, dict[str, Any]]:
                 v = json.loads(vfile.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            judged = v.get("run_finished_at")
-            if judged is not None:
-                try:
-                    run = json.loads((vfile.parent / "run" / "metrics.json").read_text(encoding="utf-8"))
-                    v["stale"] = run.get("finished_at") != judged
-                except (OSError, ValueError):
-                    v["stale"] = True  # its run is gone or unreadable
+            v["stale"] = judged_run_on_disk(v, vfile.parent) is not True  # None: its run is gone or unreadable
             out[vfile.parent.name] = v
     return out
+
+
+def judged_run_on_disk(verification: Mapping[str, Any], folder: Path) -> bool | None:
+    """Whether ``verification`` judged the run now in ``folder``/run (its ``run_finished_at`` equals the run's
+    ``finished_at``; one written before that key existed counts as a match); None when the run cannot be read."""
+    judged = verification.get("run_finished_at")
+    if judged is None:
+        return True
+    try:
+        run = json.loads((folder / "run" / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return run.get("finished_at") == judged
 
 
 def verdict_cell(v: Mapping[str, Any] | None) -> str:

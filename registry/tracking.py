@@ -268,16 +268,14 @@ def verification_is_stale(root: Path, paper: str, profile: str, result: dict[str
     """True when the verification (``result``, else verification.json) judged another run than run/ holds now:
     its ``run_finished_at`` differs from run/metrics.json's ``finished_at``. A verification without that key
     (written before it existed) is not stale."""
+    from .report import judged_run_on_disk
+
     try:
         if result is None:
             result = json.loads((results_dir(root, paper, profile) / "verification.json").read_text(encoding="utf-8"))
-        judged = result.get("run_finished_at")
-        if judged is None:
-            return False
-        record = json.loads((run_dir(root, paper, profile) / "metrics.json").read_text(encoding="utf-8"))
+        return judged_run_on_disk(result, results_dir(root, paper, profile)) is False  # None (no run): not stale
     except (OSError, ValueError, AttributeError):
         return False
-    return judged != record.get("finished_at")
 
 
 def stale_verifications(root: Path) -> list[tuple[str, str]]:

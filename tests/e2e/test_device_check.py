@@ -6,14 +6,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from e2e_support import ROOT, make_root
+
 SCRIPT = ROOT / "scripts" / "device_check.py"
 
 
@@ -22,15 +22,6 @@ def load_script():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def make_root(tmp: Path) -> Path:
-    """A registry root holding copies of the manifests (methods come from the installed package)."""
-    root = tmp / "reg"
-    root.mkdir()
-    shutil.copy(ROOT / "pyproject.toml", root)
-    shutil.copytree(ROOT / "manifests", root / "manifests")
-    return root
 
 
 def run_check(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:

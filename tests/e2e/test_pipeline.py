@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from registry import manifest as mf
+from e2e_support import ROOT, make_root
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -25,15 +25,6 @@ def implemented() -> list[str]:
 
 
 PAPERS = implemented()
-
-
-def make_root(tmp: Path) -> Path:
-    """A registry root holding copies of the manifests (methods come from the installed package)."""
-    root = tmp / "reg"
-    root.mkdir()
-    shutil.copy(ROOT / "pyproject.toml", root)
-    shutil.copytree(ROOT / "manifests", root / "manifests")
-    return root
 
 
 def cli(root: Path, *args: str, uri: str | None = None, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -352,6 +352,14 @@ def test_jobs_split_declared_parts_of_real_methods_with_the_same_numbers(tmp_pat
     assert runner.read_curves_csv(par.run_dir / "curves.csv") == seq_curves
 
 
+def _crash_at_seed_2(root: Path, path: Path, monkeypatch: pytest.MonkeyPatch, **kw) -> None:
+    """A run of ``path`` that trains seeds 0 and 1 and then loses its machine at seed 2 (seeds 0, 1 are kept)."""
+    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
+    with pytest.raises(runner.RunError):
+        runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None, **kw)
+    monkeypatch.delenv("ZZ_CRASH_SEED")
+
+
 def _done_lines(lines: list[str]) -> list[str]:
     return [line for line in lines if " done in " in line]
 
@@ -391,18 +399,12 @@ def test_a_broken_off_run_keeps_its_finished_seeds_and_the_rerun_trains_only_the
 def test_kept_seeds_are_not_reused_for_another_config_or_with_fresh(root: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(root, 1.0)
-    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
-    with pytest.raises(runner.RunError):
-        runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None)
-    monkeypatch.delenv("ZZ_CRASH_SEED")
+    _crash_at_seed_2(root, path, monkeypatch)
     lines: list[str] = []
     runner.train(root, mf.load(path), path, "cpu", fresh=True, show_progress=False, echo=lines.append)
     assert len(_done_lines(lines)) == 3 and not any("reusing" in line for line in lines)
 
-    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
-    with pytest.raises(runner.RunError):
-        runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None)
-    monkeypatch.delenv("ZZ_CRASH_SEED")
+    _crash_at_seed_2(root, path, monkeypatch)
     path2 = write(root, 2.0)  # another config: the seeds kept for value 1.0 do not apply
     lines = []
     rec = runner.train(root, mf.load(path2), path2, "cpu", show_progress=False, echo=lines.append).record
@@ -462,18 +464,12 @@ def test_a_worker_process_that_dies_fails_the_run_instead_of_hanging(root: Path)
 
 def test_kept_seeds_of_another_thread_count_are_trained_again(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(root, 1.0)
-    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
-    with pytest.raises(runner.RunError):
-        runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
-    monkeypatch.delenv("ZZ_CRASH_SEED")
+    _crash_at_seed_2(root, path, monkeypatch, threads=1)
     lines: list[str] = []
     rec = runner.train(root, mf.load(path), path, "cpu", threads=2, show_progress=False, echo=lines.append).record
     assert len(_done_lines(lines)) == 3 and "reused_seeds" not in rec and rec["threads"] == 2
     assert any("not reusing seed(s) 0, 1" in line and "thread count" in line for line in lines)
-    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
-    with pytest.raises(runner.RunError):
-        runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
-    monkeypatch.delenv("ZZ_CRASH_SEED")
+    _crash_at_seed_2(root, path, monkeypatch, threads=1)
     rec = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None).record
     assert rec["reused_seeds"] == [0, 1] and rec["threads"] == 1  # jobs run one thread per process
 
@@ -495,10 +491,7 @@ def test_one_seed_of_a_jobs_profile_uses_the_profiles_one_thread(root: Path) -> 
 
 def test_a_run_of_some_seeds_keeps_the_other_kept_seeds(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(root, 1.0)
-    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
-    with pytest.raises(runner.RunError):
-        runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
-    monkeypatch.delenv("ZZ_CRASH_SEED")
+    _crash_at_seed_2(root, path, monkeypatch, threads=1)
     runner.train(root, mf.load(path), path, "cpu", threads=1, seeds=[2], show_progress=False, echo=lambda s: None)
     (partial,) = (root / "results" / "zz-e2e" / "cpu").glob(".partial-*")
     assert sorted(f.name for f in partial.glob("seed-*.json")) == ["seed-0.json", "seed-1.json"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,18 +17,10 @@ from click.testing import CliRunner
 
 from registry import tracking
 from registry.cli import cli
+from e2e_support import ROOT, make_root
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PAPER = "transformers-learn-icl-by-gd"  # a real manifest (its title is known); smoke trains in seconds
-
-
-def make_root(tmp: Path) -> Path:
-    root = tmp / "reg"
-    root.mkdir()
-    shutil.copy(ROOT / "pyproject.toml", root)
-    shutil.copytree(ROOT / "manifests", root / "manifests")
-    return root
 
 
 def fake_run(root: Path, paper: str, profile: str = "smoke", *, seeds=(0, 1), finished_at: str = "2026-01-01T00:00:00Z",
@@ -160,18 +151,23 @@ def test_ctrl_c_while_logging_marks_parent_killed_and_relog_is_clean(store, monk
     assert tracking.pending(store) == []
 
 
-def test_ctrl_c_in_a_seed_marks_child_and_parent_killed(store, monkeypatch):
-    fake_run(store, "p")
+def fail_log_batch(monkeypatch, *, call: int, exc: BaseException) -> None:
+    """Make the call-th tracking.log_batch (1-based) raise exc; the others log as usual."""
     real = tracking.log_batch
     calls = []
 
     def flaky(client, run_id, **kw):
         calls.append(run_id)
-        if len(calls) == 3:  # parent summary, seed 0, then seed 1
-            raise KeyboardInterrupt
+        if len(calls) == call:
+            raise exc
         return real(client, run_id, **kw)
 
     monkeypatch.setattr(tracking, "log_batch", flaky)
+
+
+def test_ctrl_c_in_a_seed_marks_child_and_parent_killed(store, monkeypatch):
+    fake_run(store, "p")
+    fail_log_batch(monkeypatch, call=3, exc=KeyboardInterrupt())  # parent summary, seed 0, then seed 1
     with pytest.raises(KeyboardInterrupt):
         tracking.log_run(store, "p", "smoke")
     (parent,), children = runs(store, "p")
@@ -181,16 +177,7 @@ def test_ctrl_c_in_a_seed_marks_child_and_parent_killed(store, monkeypatch):
 
 def test_error_in_a_seed_marks_child_and_parent_failed(store, monkeypatch):
     fake_run(store, "p")
-    real = tracking.log_batch
-    calls = []
-
-    def flaky(client, run_id, **kw):
-        calls.append(run_id)
-        if len(calls) == 2:  # seed 0's batch
-            raise RuntimeError("store went away")
-        return real(client, run_id, **kw)
-
-    monkeypatch.setattr(tracking, "log_batch", flaky)
+    fail_log_batch(monkeypatch, call=2, exc=RuntimeError("store went away"))  # seed 0's batch
     with pytest.raises(RuntimeError):
         tracking.log_run(store, "p", "smoke")
     (parent,), (child,) = runs(store, "p")

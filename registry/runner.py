@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
@@ -42,6 +43,12 @@ from .manifest import Resolved, content_hash, resolve
 from .schema import Manifest
 
 PACKAGES = ("torch", "numpy", "pydantic", "pyyaml", "click", "mlflow", "dvc", "scikit-learn", "mnist1d")
+
+
+def finished_stamp() -> str:
+    """UTC time with microseconds: run/metrics.json's ``finished_at``, which tells one training of a config from
+    the next (MLflow's ledger and the stale-verification check compare it), so two runs in one second differ."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class RunError(Exception):
@@ -74,12 +81,12 @@ def code_hash(method: methods.Method) -> str:
     """Hash of the method's own code and the shared method library it may use."""
     h = hashlib.sha256()
     src = method.source_dir
-    files = sorted(src.rglob("*.py")) if src.is_dir() else [src]
+    files = [(src.parent, f) for f in (sorted(src.rglob("*.py")) if src.is_dir() else [src])]
     lib = _methods_lib()
     if lib.is_dir():
-        files += sorted(lib.rglob("*.py"))
-    for f in files:
-        h.update(f.name.encode())
+        files += [(lib.parent, f) for f in sorted(lib.rglob("*.py"))]
+    for base, f in files:  # the path inside the methods package, so that moving code between files counts
+        h.update(f.relative_to(base).as_posix().encode() + b"\0")
         h.update(f.read_bytes())
     return h.hexdigest()
 
@@ -708,7 +715,7 @@ def _train_locked(root: Path, manifest: Manifest, manifest_path: Path, profile: 
             "device": dev, "seeds": run_seeds, "per_seed": per_seed,
             "seconds": round(time.perf_counter() - t_all, 3),
             "config": resolved.as_dict() | {"seeds": run_seeds, "device": dev}, "threads": threads,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "finished_at": finished_stamp(),
         }
         if reused:
             record["reused_seeds"] = reused

@@ -582,6 +582,19 @@ def test_code_hash_covers_the_method_library_that_runs() -> None:
     assert runner._methods_lib() == Path(methods.__file__).resolve().parent / "_lib"
 
 
+def test_code_hash_counts_where_a_file_sits_in_the_method_package(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    pkg = tmp_path / "zz_pkg"
+    (pkg / "one").mkdir(parents=True)
+    (pkg / "two").mkdir()
+    (pkg / "__init__.py").write_text("from .one.steps import step\n")
+    (pkg / "one" / "steps.py").write_text("def step(x):\n    return x + 1\n")
+    before = runner.code_hash(SimpleNamespace(source_dir=pkg))
+    (pkg / "one" / "steps.py").rename(pkg / "two" / "steps.py")  # same files, one moved: another program
+    assert runner.code_hash(SimpleNamespace(source_dir=pkg)) != before
+
+
 def test_a_replaced_run_left_by_a_dead_process_is_removed_once_run_exists(root: Path) -> None:
     import subprocess
     import sys
@@ -612,3 +625,27 @@ def test_kept_seeds_are_keyed_by_the_seeding_code_and_torch_version(root: Path,
     key = runner.partial_key(resolved, meth, "cpu")
     monkeypatch.setattr(torch, "__version__", "0.0.0")
     assert runner.partial_key(resolved, meth, "cpu") != key
+
+
+def test_two_trainings_in_one_second_are_told_apart(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's ledger and the stale-verification check tell runs of one config apart by finished_at, which
+    therefore has microseconds (a smoke run can finish within the second of the one before)."""
+    import re
+
+    from registry import report, tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = write(root, 1.0)
+    folder = root / "results" / "zz-e2e" / "cpu"
+
+    def train() -> dict:
+        return runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None).record
+
+    first, second = train(), train()
+    assert first["run_id"] == second["run_id"] and first["finished_at"] != second["finished_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", second["finished_at"])
+    assert report.judged_run_on_disk({"run_finished_at": first["finished_at"]}, folder) is False
+    assert report.judged_run_on_disk({"run_finished_at": second["finished_at"]}, folder) is True
+    logged = tracking.log_run(root, "zz-e2e", "cpu")
+    train()
+    assert tracking.log_run(root, "zz-e2e", "cpu") != logged

@@ -116,8 +116,16 @@ class T5Bias(nn.Module):
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
-    """Geometric slopes ``2^(-8 h / H)``, h = 1..H (ALiBi's recipe for a power-of-two head count)."""
-    return torch.tensor([2.0 ** (-8.0 * (h + 1) / n_heads) for h in range(n_heads)])
+    """ALiBi's head slopes (Press et al., 2022). For a power-of-two head count H, the geometric sequence
+    ``2^(-8 h / H)``, h = 1..H. Otherwise the sequence of the largest power of two P below H, followed by the
+    odd-numbered terms of the 2P-head sequence (``2^(-8 h / 2P)``, h = 1, 3, 5, ...) until there are H
+    slopes, which keeps every slope in the same range (for H = 12: 2^-1 .. 2^-8, then 2^-0.5 .. 2^-3.5)."""
+    def geometric(h: int) -> list[float]:
+        return [2.0 ** (-8.0 * (i + 1) / h) for i in range(h)]
+
+    p = 1 << (n_heads.bit_length() - 1)  # largest power of two <= n_heads
+    slopes = geometric(p) + geometric(2 * p)[0::2][: n_heads - p]
+    return torch.tensor(slopes)
 
 
 class ALiBiBias(nn.Module):

@@ -7,8 +7,9 @@ length ``train_len`` and evaluated zero-shot at longer lengths. One ``run`` trai
 encoding in ``model.encodings`` (FIRE, RoPE, T5 RPE, ALiBi, Kerple-log, NoPE; see
 ``methods/_lib/relpos.py``; the model is the shared ``seq_transformer.DecoderOnlyTransformer``
 with the encoding as its only position information) on identical data and reports per-token eval loss at every
-evaluation length: ``{encoding}_loss_len{n}`` (all tokens) and ``{encoding}_copyloss_len{n}``
-(tokens inside a repeated span, predictable only by looking back).
+evaluation length: ``{encoding}_loss_len{n}`` (all tokens) and ``{encoding}_longloss_len{n}``
+(topic tokens and tokens inside a copied span, which only earlier context predicts; with copy_prob 0,
+as in every profile, the topic tokens only).
 """
 from __future__ import annotations
 

@@ -193,6 +193,14 @@ def _fit_fire(target: torch.Tensor, n: int, c: float = 0.1, steps: int = 2000) -
         return float(err[:, tril].abs().max() / (target.max() - target.min()))
 
 
+def test_alibi_slopes_follow_the_alibi_recipe_for_any_head_count():
+    assert torch.allclose(relpos.alibi_slopes(4), torch.tensor([2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8]))
+    twelve = relpos.alibi_slopes(12)  # the paper profile's head count: 8-head slopes, then 4 interleaved ones
+    want = [2.0 ** -k for k in range(1, 9)] + [2.0 ** -k for k in (0.5, 1.5, 2.5, 3.5)]
+    assert torch.allclose(twelve, torch.tensor(want))
+    assert relpos.alibi_slopes(1).tolist() == [2.0 ** -8] and len(relpos.alibi_slopes(6)) == 6
+
+
 def test_fire_represents_alibi():
     n, H = 48, 4
     target = -relpos.alibi_slopes(H)[:, None] * torch.arange(n).float()[None, :]

@@ -355,7 +355,7 @@ def test_jobs_split_declared_parts_of_real_methods_with_the_same_numbers(tmp_pat
 def _crash_at_seed_2(root: Path, path: Path, monkeypatch: pytest.MonkeyPatch, **kw) -> None:
     """A run of ``path`` that trains seeds 0 and 1 and then loses its machine at seed 2 (seeds 0, 1 are kept)."""
     monkeypatch.setenv("ZZ_CRASH_SEED", "2")
-    with pytest.raises(runner.RunError):
+    with pytest.raises(runner.RunError, match="seed 2.*machine lost"):
         runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None, **kw)
     monkeypatch.delenv("ZZ_CRASH_SEED")
 
@@ -374,15 +374,11 @@ def test_a_broken_off_run_keeps_its_finished_seeds_and_the_rerun_trains_only_the
     want_curves = runner.read_curves_csv(whole.run_dir / "curves.csv")
     assert not list(whole.run_dir.parent.glob(".partial-*"))  # removed once run/ is written
 
-    monkeypatch.setenv("ZZ_CRASH_SEED", "2")
-    with pytest.raises(runner.RunError, match="seed 2.*machine lost"):
-        runner.train(root, mf.load(path), path, "cpu", threads=1, jobs=jobs, show_progress=False,
-                     echo=lambda s: None)
+    _crash_at_seed_2(root, path, monkeypatch, threads=1, jobs=jobs)
     (partial,) = whole.run_dir.parent.glob(".partial-*")
     kept = sorted(f.name for f in partial.glob("seed-*.json"))
     assert "seed-2.json" not in kept and (jobs == 2 or kept == ["seed-0.json", "seed-1.json"])
 
-    monkeypatch.delenv("ZZ_CRASH_SEED")
     lines: list[str] = []
     out = runner.train(root, mf.load(path), path, "cpu", threads=1, jobs=jobs, show_progress=False,
                        echo=lines.append)

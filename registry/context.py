@@ -23,6 +23,7 @@ class RunContext:
     show_progress: bool = True
     part: str | None = None  # set when the runner computes one declared part of the seed (``--jobs``)
     curves: list[tuple[int, int, str, float]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # names written by write_json: kept with a resumed seed/part
 
     def seed_for(self, purpose: str) -> int:
         """A seed derived from the run seed and a purpose, e.g. ``"train-data"``.
@@ -41,9 +42,13 @@ class RunContext:
 
     def write_json(self, name: str, obj) -> None:
         """Write ``obj`` as ``out_dir/name`` (a small artifact of this seed, e.g. decoded samples).
-        Parts of one seed share ``out_dir``, so each part must use its own file names."""
+        Parts of one seed share ``out_dir``, so each part must use its own file names. The runner keeps a
+        finished seed's (or part's) files with its numbers when a run is resumed, and only files written here
+        are known to be its own: write every file of a seed through this method."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / name).write_text(json.dumps(obj, indent=1), encoding="utf-8")
+        if name not in self.files:
+            self.files.append(name)
 
     def log(self, step: int, **metrics: float) -> None:
         """Record per-step values (loss curves, eval curves). Non-finite values are kept as NaN."""

@@ -12,8 +12,9 @@ Layout of ``results/<paper>/<profile>/``::
     verification.md
     tracking.json        MLflow bookkeeping (which run holds these results)
     .partial-<key>/      while a run is under way or after it broke off: every finished seed (or declared part
-                         of one) as seed-<s>[.part-<p>].json plus its seed-<s>/ files; a rerun with the same
-                         config, method code, device and (on CPU) thread count reuses them; a completed run
+                         of one) as seed-<s>[.part-<p>].json plus its seed-<s>/ files (those it lists); a rerun
+                         with the same config, method code, device and (on CPU) thread count reuses those whose
+                         files are all there, and removes any other file in seed-<s>/; a completed run
                          removes the seeds it used, and the folder once it keeps nothing else
     .lock                held (flock) by the run under way; a second run of the same paper and profile is refused
 """
@@ -118,7 +119,7 @@ def _unit_file(partial: Path, seed: int, part: str | None) -> Path:
 
 def _save_unit(partial: Path, out: dict[str, Any], threads: int | None) -> None:
     """Keep one finished seed (or part of one) of a run under way (atomic: whole or absent)."""
-    unit = {k: out[k] for k in ("seed", "part", "seconds", "metrics")}
+    unit = {k: out[k] for k in ("seed", "part", "seconds", "metrics", "files")}
     unit.update(curves=[list(c) for c in out["curves"]], threads=threads)
     atomic_write_text(_unit_file(partial, out["seed"], out["part"]), json.dumps(unit) + "\n")
 
@@ -129,6 +130,7 @@ def _load_units(partial: Path) -> dict[tuple[int, str | None], dict[str, Any]]:
         try:
             u = json.loads(f.read_text(encoding="utf-8"))
             u["curves"] = [tuple(c) for c in u["curves"]]
+            u.setdefault("files", None)  # kept before files were listed: which files are its own is unknown
             units[(int(u["seed"]), u["part"])] = u
         except (OSError, ValueError, KeyError, TypeError):
             continue  # unreadable: that unit is trained again
@@ -143,6 +145,29 @@ def _usable_units(units: dict, device: str, threads: int) -> tuple[dict, list[tu
         return units, []
     ok = {k: u for k, u in units.items() if u.get("threads") == threads}
     return ok, sorted((k for k in units if k not in ok), key=lambda k: (k[0], k[1] or ""))
+
+
+def _units_with_files(units: dict, partial: Path) -> tuple[dict, list[tuple[int, str | None]]]:
+    """Split kept units into those whose files (``ctx.write_json``) are all in ``partial``/seed-N and the
+    rest: a unit whose files are gone (cleared by a later attempt at its seed) or unknown is trained again, so
+    that a resumed run's files always come with its numbers."""
+    ok = {k: u for k, u in units.items()
+          if u["files"] is not None and all((partial / f"seed-{k[0]}" / f).is_file() for f in u["files"])}
+    return ok, sorted((k for k in units if k not in ok), key=lambda k: (k[0], k[1] or ""))
+
+
+def _clear_seed_dir(partial: Path, seed: int, kept: dict) -> Path:
+    """Empty ``partial``/seed-``seed`` of everything but the files of the seed's kept units (what is left
+    there by an unfinished attempt; the folder goes when nothing is left), and return its path."""
+    seed_dir = partial / f"seed-{seed}"
+    own = {f for (s, _), u in kept.items() if s == seed for f in u["files"]}
+    if seed_dir.is_dir():
+        for f in seed_dir.iterdir():
+            if f.name not in own:
+                shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
+        if not any(seed_dir.iterdir()):
+            seed_dir.rmdir()
+    return seed_dir
 
 
 def _describe_units(keys: list[tuple[int, str | None]]) -> str:
@@ -471,7 +496,8 @@ def _seed_job(paper: str, profile: str, method_key: str, method_module: str, sec
         seconds, metrics = _train_seed(method, cfg, ctx)
     except RunError as exc:
         return {"error": str(exc)}
-    return {"seed": seed, "part": part, "seconds": seconds, "metrics": metrics, "curves": ctx.curves}
+    return {"seed": seed, "part": part, "seconds": seconds, "metrics": metrics, "curves": ctx.curves,
+            "files": ctx.files}
 
 
 def _seed_job_packed(args: tuple) -> dict[str, Any]:
@@ -558,11 +584,8 @@ def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: st
     whole = {seed for seed in run_seeds if (seed, None) in kept}
     units = [(seed, part) for part in costliest_first for seed in run_seeds
              if seed not in whole and (seed, part) not in kept]
-    for seed in {seed for seed, _ in units}:
-        seed_dir = partial / f"seed-{seed}"
-        if not any(k[0] == seed for k in kept):  # files of an unfinished attempt (the sequential loop does the same)
-            shutil.rmtree(seed_dir, ignore_errors=True)
-        seed_dir.mkdir(exist_ok=True)
+    for seed in {seed for seed, _ in units}:  # files of an unfinished attempt go; the kept parts' files stay
+        _clear_seed_dir(partial, seed, kept).mkdir(exist_ok=True)
     tasks = [(manifest.id, profile, method.key, method.module, sections, seed, part, dev,
               str(partial / f"seed-{seed}"), threads) for seed, part in units]
     results: dict[tuple[int, str | None], dict] = dict(kept)
@@ -686,7 +709,13 @@ def _train_locked(root: Path, manifest: Manifest, manifest_path: Path, profile: 
     if fresh:
         shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(exist_ok=True)
-    kept, other_threads = _usable_units(_load_units(partial), dev, threads)
+    kept, no_files = _units_with_files(_load_units(partial), partial)
+    if no_files:
+        echo(f"[{manifest.id}@{profile}] not reusing seed(s) {_describe_units(no_files)} kept by an interrupted run: "
+             f"their files are gone or not listed (kept by an older version); they are trained again")
+        for k in no_files:
+            _unit_file(partial, *k).unlink(missing_ok=True)
+    kept, other_threads = _usable_units(kept, dev, threads)
     if other_threads:
         echo(f"[{manifest.id}@{profile}] not reusing seed(s) {_describe_units(other_threads)} kept by an interrupted "
              f"run with another thread count (this run: {threads} per process), which changes the floating-point "
@@ -713,15 +742,17 @@ def _train_locked(root: Path, manifest: Manifest, manifest_path: Path, profile: 
         else:
             for seed in run_seeds:
                 outs = _reusable(kept, seed, names)
-                if outs is None:
-                    seed_dir = partial / f"seed-{seed}"
-                    shutil.rmtree(seed_dir, ignore_errors=True)  # files of an unfinished attempt
+                if outs is None:  # the whole seed is trained: its kept parts (from a --jobs run) go too
+                    for part in [k for k in kept if k[0] == seed]:
+                        _unit_file(partial, *part).unlink(missing_ok=True)
+                        del kept[part]
+                    seed_dir = _clear_seed_dir(partial, seed, kept)  # files of an unfinished attempt
                     ctx = RunContext(paper=manifest.id, profile=profile, seed=seed, device=dev, out_dir=seed_dir,
                                      show_progress=show_progress)
                     echo(f"[{manifest.id}@{profile}] seed {seed} on {dev} ...")
                     seconds, metrics = _train_seed(method, cfg, ctx)
                     outs = [{"seed": seed, "part": None, "seconds": seconds, "metrics": metrics,
-                             "curves": ctx.curves}]
+                             "curves": ctx.curves, "files": ctx.files}]
                     _save_unit(partial, outs[0], threads)
                     echo(f"[{manifest.id}@{profile}] seed {seed} done in {seconds:.1f}s")
                 _add_seed(method.key, seed, outs, per_seed, curves)

@@ -47,9 +47,12 @@ def _fixture_parts(cfg: _Config) -> dict[str, float]:
 def _run(cfg: _Config, ctx) -> dict[str, float]:
     # a crash from outside the config (a lost machine, Ctrl-C): the rerun has the same config
     if os.environ.get("ZZ_ATTEMPT"):  # a file per attempt: a rerun must not carry an unfinished attempt's files
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        (ctx.out_dir / f"attempt-{os.environ['ZZ_ATTEMPT']}.txt").write_text("x")
+        ctx.write_json(f"attempt-{os.environ['ZZ_ATTEMPT']}" + (f"-{ctx.part}" if ctx.part else "") + ".json", {})
     if ctx.seed == int(os.environ.get("ZZ_CRASH_SEED", "-1")) and ctx.part in (None, "b"):
+        if ctx.part == "b" and os.environ.get("ZZ_CRASH_AFTER_PART_A"):  # part a of this seed is kept first
+            t0 = time.monotonic()
+            while not (ctx.out_dir.parent / f"seed-{ctx.seed}.part-a.json").exists() and time.monotonic() - t0 < 60:
+                time.sleep(0.05)
         raise RuntimeError("machine lost")
     if ctx.seed == cfg.data.exit_on_seed:
         os._exit(3)
@@ -506,7 +509,66 @@ def test_a_resumed_jobs_run_drops_the_files_of_an_unfinished_attempt(root: Path,
     monkeypatch.setenv("ZZ_ATTEMPT", "2")
     monkeypatch.delenv("ZZ_CRASH_SEED")
     out = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
-    assert sorted(f.name for f in (out.run_dir / "seed-1").iterdir()) == ["attempt-2.txt"]
+    assert sorted(f.name for f in (out.run_dir / "seed-1").iterdir()) == ["attempt-2.json"]
+
+
+def _split(path: Path) -> Path:
+    path.write_text(path.read_text().replace("data: {value: 1.0}", "data: {value: 1.0, split: true}"))
+    return path
+
+
+def _attempt(monkeypatch: pytest.MonkeyPatch, n: int, crash_seed: int | None) -> None:
+    monkeypatch.setenv("ZZ_ATTEMPT", str(n))
+    monkeypatch.setenv("ZZ_CRASH_AFTER_PART_A", "1")
+    if crash_seed is None:
+        monkeypatch.delenv("ZZ_CRASH_SEED", raising=False)
+    else:
+        monkeypatch.setenv("ZZ_CRASH_SEED", str(crash_seed))
+
+
+def test_a_kept_part_keeps_its_files_and_an_unfinished_parts_files_go(root: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _split(write(root, 1.0))
+    _attempt(monkeypatch, 1, crash_seed=1)  # part b of seed 1 breaks; part a of seed 1 is kept
+    with pytest.raises(runner.RunError, match="seed 1.*part 'b'.*machine lost"):
+        runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
+    _attempt(monkeypatch, 3, crash_seed=None)
+    out = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
+    assert {"seed": 1, "part": "a"} in out.record["reused_parts"]
+    assert sorted(f.name for f in (out.run_dir / "seed-1").iterdir()) == ["attempt-1-a.json", "attempt-3-b.json"]
+
+
+def test_a_sequential_attempt_between_two_jobs_runs_leaves_no_part_without_its_files(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _split(write(root, 1.0))
+    want = runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
+    _attempt(monkeypatch, 1, crash_seed=1)  # --jobs 2: seed 1 keeps part a only
+    with pytest.raises(runner.RunError):
+        runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
+    _attempt(monkeypatch, 2, crash_seed=1)  # --jobs 1: trains seed 1 whole (clearing its folder), breaks again
+    with pytest.raises(runner.RunError, match="seed 1.*machine lost"):
+        runner.train(root, mf.load(path), path, "cpu", jobs=1, threads=1, show_progress=False, echo=lambda s: None)
+    _attempt(monkeypatch, 3, crash_seed=None)
+    out = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
+    assert {"seed": 1, "part": "a"} not in out.record.get("reused_parts", [])  # its files went with attempt 2
+    assert sorted(f.name for f in (out.run_dir / "seed-1").iterdir()) == ["attempt-3-a.json", "attempt-3-b.json"]
+    assert [{k: v for k, v in s.items() if k != "seconds"} for s in out.record["per_seed"]] == \
+        [{k: v for k, v in s.items() if k != "seconds"} for s in want.record["per_seed"]]
+
+
+def test_a_kept_part_whose_files_are_gone_is_trained_again(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _split(write(root, 1.0))
+    _attempt(monkeypatch, 1, crash_seed=1)
+    with pytest.raises(runner.RunError):
+        runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
+    (partial,) = (root / "results" / "zz-e2e" / "cpu").glob(".partial-*")
+    (partial / "seed-1" / "attempt-1-a.json").unlink()
+    _attempt(monkeypatch, 3, crash_seed=None)
+    lines: list[str] = []
+    out = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lines.append)
+    assert any("not reusing seed(s) 1 (part a)" in line and "files are gone" in line for line in lines), lines
+    assert {"seed": 1, "part": "a"} not in out.record.get("reused_parts", [])
+    assert sorted(f.name for f in (out.run_dir / "seed-1").iterdir()) == ["attempt-3-a.json", "attempt-3-b.json"]
 
 
 def test_a_second_run_of_the_same_paper_and_profile_is_refused_while_one_is_under_way(root: Path) -> None:

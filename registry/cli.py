@@ -346,6 +346,31 @@ def do_train(paper: str, profile: str, device: str | None, seeds: str | None, th
         _track(lambda: tracking.log_run(root, m.id, profile, m.paper.title), root, m.id, profile, "run")
 
 
+def _trained_config_drift(m, profile: str, record: dict) -> tuple[list[str], str | None]:
+    """The config fields (dotted) that differ between the run's recorded config and the manifest's resolved
+    config now, and a note when the run trained other seeds than the profile lists (e.g. ``--seeds 0``)."""
+    then = record.get("config")
+    if not isinstance(then, dict):
+        return [], None
+    now = json.loads(json.dumps(mf.resolve(m, profile).as_dict(), default=str))  # as the record stored it
+
+    def diff(a, b, where: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [d for k in sorted(set(a) | set(b), key=str)
+                    for d in diff(a.get(k, _MISSING), b.get(k, _MISSING), f"{where}.{k}" if where else str(k))]
+        return [] if a == b else [where]
+
+    keys = sorted((set(then) | set(now)) - {"device", "seeds", "profile"})  # device: the one used is recorded
+    changed = [d for k in keys for d in diff(then.get(k, _MISSING), now.get(k, _MISSING), k)]
+    note = None
+    if then.get("seeds") != now.get("seeds"):
+        note = f"judged on the seeds the run trained, {then.get('seeds')}; the profile lists {now.get('seeds')}"
+    return changed, note
+
+
+_MISSING = object()
+
+
 def do_verify(paper: str, profile: str, no_track: bool) -> int:
     from . import runner, verify
 
@@ -357,7 +382,15 @@ def do_verify(paper: str, profile: str, no_track: bool) -> int:
     except runner.RunError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    changed, seeds_note = _trained_config_drift(m, profile, record)
+    if changed:
+        click.echo(f"error: results/{paper}/{profile}/run was trained with another config than the manifest's now "
+                   f"({', '.join(changed)} changed since); train again: registry train {paper} --profile {profile}",
+                   err=True)
+        sys.exit(1)
     result = verify.verify(m, profile, [s["metrics"] for s in record["per_seed"]])
+    if seeds_note:
+        result["seeds_note"] = seeds_note
     result["run_id"] = record["run_id"]
     result["run_finished_at"] = record.get("finished_at")  # which run/ this judged (train replaces run/)
     result["digest"] = mf.content_hash(result)

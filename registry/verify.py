@@ -219,6 +219,8 @@ def render_text(result: Mapping[str, Any]) -> str:
     for r in result["claims"]:
         if r.get("error") or r.get("note"):
             lines.append(f"  {r['id']}: {r.get('error') or r['note']}")
+    if result.get("seeds_note"):
+        lines.append(f"note: {result['seeds_note']}")
     lines.append(summary_line(result))
     return "\n".join(lines)
 
@@ -235,7 +237,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
            "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for r in result["claims"]:
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
-    out += ["", f"**{summary_line(result)}**", ""]
+    out += ["", f"**{summary_line(result)}**", ""] + ([f"Note: {result['seeds_note']}.", ""]
+                                                    if result.get("seeds_note") else [])
     for r in result["claims"]:
         out.append(f"- **{r['id']}** ({r['source']}): {r['statement']} — tolerance: {r['tolerance_rationale']}"
                    + (f" — judged on {r['selected']['condition']}" if r.get("selected") else "")

@@ -222,6 +222,32 @@ def test_verify_exit_zero_records_a_failing_claim(root: Path) -> None:
     assert ver["verdict"] == "fail"
 
 
+def test_verify_refuses_results_trained_with_another_config(root: Path) -> None:
+    """Editing a training setting after the run (and not training again) would judge the old numbers as the
+    new setup's: verify says which fields changed and writes nothing. Claims may change freely."""
+    path = write(root, 1.0)
+    runner_ = CliRunner()
+    assert runner_.invoke(cli, ["train", "zz-e2e", "--profile", "cpu", "--no-track", "-q"]).exit_code == 0
+    path.write_text(path.read_text().replace("steps: 3}", "steps: 4}").replace("rationale: exact}", "rationale: exactly}"))
+    res = runner_.invoke(cli, ["verify", "zz-e2e", "--profile", "cpu", "--no-track", "--exit-zero"])
+    assert res.exit_code == 1 and "train.steps changed since" in res.output and "registry train zz-e2e" in res.output
+    assert not (root / "results" / "zz-e2e" / "cpu" / "verification.json").exists()
+    path.write_text(path.read_text().replace("steps: 4}", "steps: 3}"))  # only the claim's rationale differs now
+    res = runner_.invoke(cli, ["verify", "zz-e2e", "--profile", "cpu", "--no-track"])
+    assert res.exit_code == 0 and "verdict: PASS" in res.output and "note:" not in res.output, res.output
+
+
+def test_verify_of_a_run_of_some_seeds_says_so(root: Path) -> None:
+    write(root, 1.0)
+    runner_ = CliRunner()
+    res = runner_.invoke(cli, ["run", "zz-e2e", "--profile", "cpu", "--seeds", "2", "--no-track", "-q"])
+    note = "judged on the seeds the run trained, [2]; the profile lists [0, 1, 2]"
+    assert res.exit_code == 0 and f"note: {note}" in res.output, res.output
+    rdir = root / "results" / "zz-e2e" / "cpu"
+    assert json.loads((rdir / "verification.json").read_text())["seeds_note"] == note
+    assert note in (rdir / "verification.md").read_text()
+
+
 def test_verify_without_results_is_a_clear_error(root: Path) -> None:
     write(root, 1.0)
     res = CliRunner().invoke(cli, ["verify", "zz-e2e", "--profile", "cpu", "--no-track"])

@@ -346,6 +346,9 @@ def do_train(paper: str, profile: str, device: str | None, seeds: str | None, th
         _track(lambda: tracking.log_run(root, m.id, profile, m.paper.title), root, m.id, profile, "run")
 
 
+_MISSING = object()
+
+
 def _trained_config_drift(m, profile: str, record: dict) -> tuple[list[str], str | None]:
     """The config fields (dotted) that differ between the run's recorded config and the manifest's resolved
     config now, and a note when the run trained other seeds than the profile lists (e.g. ``--seeds 0``)."""
@@ -360,15 +363,13 @@ def _trained_config_drift(m, profile: str, record: dict) -> tuple[list[str], str
                     for d in diff(a.get(k, _MISSING), b.get(k, _MISSING), f"{where}.{k}" if where else str(k))]
         return [] if a == b else [where]
 
-    keys = sorted((set(then) | set(now)) - {"device", "seeds", "profile"})  # device: the one used is recorded
-    changed = [d for k in keys for d in diff(then.get(k, _MISSING), now.get(k, _MISSING), k)]
+    skip = ("device", "seeds", "profile")  # device: the run records the one it used
+    changed = diff({k: v for k, v in then.items() if k not in skip},
+                   {k: v for k, v in now.items() if k not in skip}, "")
     note = None
     if then.get("seeds") != now.get("seeds"):
         note = f"judged on the seeds the run trained, {then.get('seeds')}; the profile lists {now.get('seeds')}"
     return changed, note
-
-
-_MISSING = object()
 
 
 def do_verify(paper: str, profile: str, no_track: bool) -> int:

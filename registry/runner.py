@@ -137,37 +137,38 @@ def _load_units(partial: Path) -> dict[tuple[int, str | None], dict[str, Any]]:
     return units
 
 
+def _split_units(units: dict, keep) -> tuple[dict, list[tuple[int, str | None]]]:
+    """(the units ``keep(key, unit)`` accepts, the keys of the rest in seed and part order)."""
+    ok = {k: u for k, u in units.items() if keep(k, u)}
+    return ok, sorted((k for k in units if k not in ok), key=lambda k: (k[0], k[1] or ""))
+
+
 def _usable_units(units: dict, device: str, threads: int) -> tuple[dict, list[tuple[int, str | None]]]:
     """Split kept units into those this run may reuse and those it may not: on CPU the intra-op thread
     count changes the floating-point reduction order, so a seed kept by a run with another thread count
     (or an unknown one) is trained again, or the resumed results would not be an uninterrupted run's."""
     if device != "cpu":
         return units, []
-    ok = {k: u for k, u in units.items() if u.get("threads") == threads}
-    return ok, sorted((k for k in units if k not in ok), key=lambda k: (k[0], k[1] or ""))
+    return _split_units(units, lambda k, u: u.get("threads") == threads)
 
 
 def _units_with_files(units: dict, partial: Path) -> tuple[dict, list[tuple[int, str | None]]]:
     """Split kept units into those whose files (``ctx.write_json``) are all in ``partial``/seed-N and the
     rest: a unit whose files are gone (cleared by a later attempt at its seed) or unknown is trained again, so
     that a resumed run's files always come with its numbers."""
-    ok = {k: u for k, u in units.items()
-          if u["files"] is not None and all((partial / f"seed-{k[0]}" / f).is_file() for f in u["files"])}
-    return ok, sorted((k for k in units if k not in ok), key=lambda k: (k[0], k[1] or ""))
+    return _split_units(units, lambda k, u: u["files"] is not None
+                        and all((partial / f"seed-{k[0]}" / f).is_file() for f in u["files"]))
 
 
-def _clear_seed_dir(partial: Path, seed: int, kept: dict) -> Path:
-    """Empty ``partial``/seed-``seed`` of everything but the files of the seed's kept units (what is left
-    there by an unfinished attempt; the folder goes when nothing is left), and return its path."""
+def _clear_seed_dir(partial: Path, seed: int, kept: dict) -> None:
+    """Leave in ``partial``/seed-``seed`` (created if need be) only the files of the seed's kept units: the rest
+    is what an unfinished attempt left there."""
     seed_dir = partial / f"seed-{seed}"
+    seed_dir.mkdir(exist_ok=True)
     own = {f for (s, _), u in kept.items() if s == seed for f in u["files"]}
-    if seed_dir.is_dir():
-        for f in seed_dir.iterdir():
-            if f.name not in own:
-                shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
-        if not any(seed_dir.iterdir()):
-            seed_dir.rmdir()
-    return seed_dir
+    for f in seed_dir.iterdir():
+        if f.name not in own:
+            shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
 
 
 def _describe_units(keys: list[tuple[int, str | None]]) -> str:
@@ -585,7 +586,7 @@ def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: st
     units = [(seed, part) for part in costliest_first for seed in run_seeds
              if seed not in whole and (seed, part) not in kept]
     for seed in {seed for seed, _ in units}:  # files of an unfinished attempt go; the kept parts' files stay
-        _clear_seed_dir(partial, seed, kept).mkdir(exist_ok=True)
+        _clear_seed_dir(partial, seed, kept)
     tasks = [(manifest.id, profile, method.key, method.module, sections, seed, part, dev,
               str(partial / f"seed-{seed}"), threads) for seed, part in units]
     results: dict[tuple[int, str | None], dict] = dict(kept)
@@ -742,11 +743,11 @@ def _train_locked(root: Path, manifest: Manifest, manifest_path: Path, profile: 
         else:
             for seed in run_seeds:
                 outs = _reusable(kept, seed, names)
-                if outs is None:  # the whole seed is trained: its kept parts (from a --jobs run) go too
+                if outs is None:  # the whole seed is trained: its kept parts (from a --jobs run) go, and all its files
                     for part in [k for k in kept if k[0] == seed]:
                         _unit_file(partial, *part).unlink(missing_ok=True)
-                        del kept[part]
-                    seed_dir = _clear_seed_dir(partial, seed, kept)  # files of an unfinished attempt
+                    seed_dir = partial / f"seed-{seed}"
+                    shutil.rmtree(seed_dir, ignore_errors=True)
                     ctx = RunContext(paper=manifest.id, profile=profile, seed=seed, device=dev, out_dir=seed_dir,
                                      show_progress=show_progress)
                     echo(f"[{manifest.id}@{profile}] seed {seed} on {dev} ...")

@@ -21,7 +21,7 @@ class RunContext:
     device: str  # "cpu" or "cuda"
     out_dir: Path
     show_progress: bool = True
-    part: str | None = None  # set when the runner computes one declared part of the seed (``--jobs``)
+    part: str | None = None  # the declared part of the seed to compute (the runner always sets it for such methods)
     curves: list[tuple[int, int, str, float]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # names written by write_json: kept with a resumed seed/part
 

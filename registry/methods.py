@@ -6,8 +6,9 @@ Method packages live under ``methods/`` and register themselves on import::
     def run(cfg: Config, ctx: RunContext) -> dict[str, float]: ...
 
 A method whose seed consists of independent pieces (e.g. several models trained on their own
-generators) may declare them, so that ``registry run --jobs N`` can spread one seed over
-several processes::
+generators) may declare them; the runner then calls ``run`` once per piece (in a worker process of
+its own under ``registry run --jobs N``, which can spread one seed over several processes) and keeps
+each finished piece, so an interrupted run resumes within a seed::
 
     @register("icl-what-learning-algorithm", config=Config,
               parts=lambda cfg: {"main": 1.0, "noisy": 4.0})   # name -> relative cost, in run order
@@ -17,9 +18,11 @@ several processes::
                 continue
             ...
 
-With a part set, ``ctx.part`` names the one piece to compute and ``run`` returns only its metrics;
-the runner merges the parts of a seed in the declared order. Results must not depend on which
-other parts ran in the same process (use generators seeded by ``ctx.seed_for``, not global state).
+``ctx.part`` names the one piece to compute and ``run`` returns only its metrics; the runner merges
+the parts of a seed in the declared order (two parts returning the same metric, or logging the same
+curve, are an error). ``ctx.part`` is None, and ``ctx.runs`` true for every piece, only when ``run``
+is called directly. Results must not depend on which other parts ran in the same process (use
+generators seeded by ``ctx.seed_for``, not global state).
 
 Importing a method package must stay cheap (no torch, no mlflow): the heavy
 imports belong inside ``run`` so that ``registry validate`` can check configs

@@ -161,10 +161,11 @@ def _units_with_files(units: dict, partial: Path) -> tuple[dict, list[tuple[int,
 
 
 def _clear_seed_dir(partial: Path, seed: int, kept: dict) -> None:
-    """Leave in ``partial``/seed-``seed`` (created if need be) only the files of the seed's kept units: the rest
-    is what an unfinished attempt left there."""
+    """Leave in ``partial``/seed-``seed`` only the files of the seed's kept units: the rest is what an unfinished
+    attempt left there (``ctx.write_json`` creates the folder when a seed writes its first file)."""
     seed_dir = partial / f"seed-{seed}"
-    seed_dir.mkdir(exist_ok=True)
+    if not seed_dir.is_dir():
+        return
     own = {f for (s, _), u in kept.items() if s == seed for f in u["files"]}
     for f in seed_dir.iterdir():
         if f.name not in own:
@@ -547,13 +548,22 @@ def _stop_pool(pool) -> None:
 
 
 def _merge_parts(key: str, seed: int, outs: list[dict]) -> dict[str, float]:
+    """The metrics of a seed's parts, in declared order; two parts returning the same metric, or logging the
+    same curve (their points would interleave in one series), are an error."""
     merged: dict[str, float] = {}
+    logged: set[str] = set()
     for out in outs:
         clash = sorted(set(merged) & set(out["metrics"]))
         if clash:
             raise RunError(f"method {key!r} (seed {seed}) returned metric {clash[0]!r} from two parts "
                            f"(part {out['part']!r} and an earlier one): each part must return only its own metrics")
+        names = {c[2] for c in out["curves"]}
+        clash = sorted(logged & names)
+        if clash:
+            raise RunError(f"method {key!r} (seed {seed}) logged curve {clash[0]!r} from two parts "
+                           f"(part {out['part']!r} and an earlier one): each part must log its own curve names")
         merged.update(out["metrics"])
+        logged |= names
     return merged
 
 
@@ -563,6 +573,32 @@ def _add_seed(key: str, seed: int, outs: list[dict], per_seed: list[dict], curve
                      "metrics": _merge_parts(key, seed, outs)})
     for o in outs:
         curves += [tuple(c) for c in o["curves"]]
+
+
+def _train_seed_in_process(paper: str, profile: str, method, cfg, dev: str, seed: int, names: list[str | None],
+                           partial: Path, kept: dict, threads: int, show_progress: bool, echo) -> list[dict]:
+    """Train what ``kept`` lacks of ``seed`` in this process: the whole seed, or each missing declared part
+    (``names``, in their order) as a separate call, exactly as a worker process of ``--jobs`` trains it, so a
+    sequential run keeps every finished part, reuses parts kept by any earlier run and merges the same
+    results. Returns the seed's results (its parts in declared order)."""
+    have = {k: u for k, u in kept.items() if k[0] == seed and k[1] is not None and k[1] in names}
+    _clear_seed_dir(partial, seed, have)  # files of an unfinished attempt go; the kept parts' files stay
+    outs = []
+    for part in names:
+        if (seed, part) in have:
+            outs.append(have[(seed, part)])
+            continue
+        label = f"seed {seed}" + (f" part {part}" if part is not None else "")
+        ctx = RunContext(paper=paper, profile=profile, seed=seed, device=dev, out_dir=partial / f"seed-{seed}",
+                         show_progress=show_progress, part=part)
+        echo(f"[{paper}@{profile}] {label} on {dev} ...")
+        seconds, metrics = _train_seed(method, cfg, ctx)
+        out = {"seed": seed, "part": part, "seconds": seconds, "metrics": metrics, "curves": ctx.curves,
+               "files": ctx.files}
+        _save_unit(partial, out, threads)
+        echo(f"[{paper}@{profile}] {label} done in {seconds:.1f}s")
+        outs.append(out)
+    return outs
 
 
 def _run_seeds_parallel(jobs: int, threads: int, manifest: Manifest, profile: str, method, sections: dict,
@@ -723,7 +759,7 @@ def _train_locked(root: Path, manifest: Manifest, manifest_path: Path, profile: 
              f"results; they are trained again")
     names: list[str | None] = list(parts) or [None]
     reused = [seed for seed in run_seeds if _reusable(kept, seed, names) is not None]
-    reused_parts = sorted((k for k in kept if jobs > 1 and k[0] in run_seeds and k[0] not in reused
+    reused_parts = sorted((k for k in kept if k[0] in run_seeds and k[0] not in reused
                            and k[1] is not None and k[1] in names), key=lambda k: (k[0], names.index(k[1])))
     if reused or reused_parts:
         what = ", ".join(filter(None, [", ".join(map(str, reused)), _describe_units(reused_parts)]))
@@ -742,20 +778,8 @@ def _train_locked(root: Path, manifest: Manifest, manifest_path: Path, profile: 
                                                    kept, echo)
         else:
             for seed in run_seeds:
-                outs = _reusable(kept, seed, names)
-                if outs is None:  # the whole seed is trained: its kept parts (from a --jobs run) go, and all its files
-                    for part in [k for k in kept if k[0] == seed]:
-                        _unit_file(partial, *part).unlink(missing_ok=True)
-                    seed_dir = partial / f"seed-{seed}"
-                    shutil.rmtree(seed_dir, ignore_errors=True)
-                    ctx = RunContext(paper=manifest.id, profile=profile, seed=seed, device=dev, out_dir=seed_dir,
-                                     show_progress=show_progress)
-                    echo(f"[{manifest.id}@{profile}] seed {seed} on {dev} ...")
-                    seconds, metrics = _train_seed(method, cfg, ctx)
-                    outs = [{"seed": seed, "part": None, "seconds": seconds, "metrics": metrics,
-                             "curves": ctx.curves, "files": ctx.files}]
-                    _save_unit(partial, outs[0], threads)
-                    echo(f"[{manifest.id}@{profile}] seed {seed} done in {seconds:.1f}s")
+                outs = _reusable(kept, seed, names) or _train_seed_in_process(
+                    manifest.id, profile, method, cfg, dev, seed, names, partial, kept, threads, show_progress, echo)
                 _add_seed(method.key, seed, outs, per_seed, curves)
         for seed in run_seeds:  # the seeds' own files, whole (unfinished attempts were cleared or redone)
             src = partial / f"seed-{seed}"

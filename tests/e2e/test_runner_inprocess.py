@@ -21,7 +21,8 @@ class _Data(Strict):
     crash_on_seed: int = Field(-1)
     slow_seconds: float = 0.0  # the other seeds sleep this long, then write a file
     split: bool = False  # declare two parts per seed: "a" returns score, "b" returns other
-    clash: bool = False  # part "b" also returns score (an error when the parts run separately)
+    clash: bool = False  # part "b" also returns score (an error)
+    clash_curve: bool = False  # part "b" also logs part a's curve a_loss (an error)
     exit_on_seed: int = Field(-1)  # that seed's worker process dies at once (os._exit; only under jobs > 1)
 
 
@@ -67,6 +68,8 @@ def _run(cfg: _Config, ctx) -> dict[str, float]:
             out["other"] = 0.5 + ctx.seed
             if cfg.data.clash:
                 out["score"] = -1.0
+            if cfg.data.clash_curve:
+                ctx.log(1, a_loss=0.0)
         return out
     for step in range(cfg.train.steps):
         ctx.log(step, loss=1.0 / (step + 1))
@@ -309,11 +312,17 @@ def test_jobs_crash_names_the_seed_and_keeps_previous_results(root: Path) -> Non
     assert not kept or (partial / "seed-0" / "done.txt").is_file()  # a kept seed is whole
 
 
-def test_parts_returning_the_same_metric_are_an_error(root: Path) -> None:
+@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("clash, message", [("clash", "returned metric 'score' from two parts"),
+                                            ("clash_curve", "logged curve 'a_loss' from two parts")])
+def test_parts_returning_the_same_metric_or_curve_are_an_error(root: Path, jobs: int, clash: str,
+                                                               message: str) -> None:
     path = write(root, 1.0)
-    path.write_text(path.read_text().replace("data: {value: 1.0}", "data: {value: 1.0, split: true, clash: true}"))
-    with pytest.raises(runner.RunError, match="'score' from two parts"):
-        runner.train(root, mf.load(path), path, "cpu", seeds=[0], jobs=2, show_progress=False, echo=lambda s: None)
+    data = f"data: {{value: 1.0, split: true, {clash}: true}}"
+    path.write_text(path.read_text().replace("data: {value: 1.0}", data))
+    with pytest.raises(runner.RunError, match=message):
+        runner.train(root, mf.load(path), path, "cpu", seeds=[0], jobs=jobs, threads=1, show_progress=False,
+                     echo=lambda s: None)
     # no run/ and nothing half-written: only the two finished parts, kept for a rerun
     assert [p.name.split("-")[0] for p in (root / "results" / "zz-e2e" / "cpu").iterdir()
             if p.name != ".lock"] == [".partial"]
@@ -564,22 +573,52 @@ def test_a_kept_part_keeps_its_files_and_an_unfinished_parts_files_go(root: Path
     assert sorted(f.name for f in (out.run_dir / "seed-1").iterdir()) == ["attempt-1-a.json", "attempt-3-b.json"]
 
 
-def test_a_sequential_attempt_between_two_jobs_runs_leaves_no_part_without_its_files(
+def test_a_sequential_attempt_between_two_jobs_runs_keeps_each_part_with_its_own_files(
         root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _split(write(root, 1.0))
     want = runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
     _attempt(monkeypatch, 1, crash_seed=1)  # --jobs 2: seed 1 keeps part a only
     with pytest.raises(runner.RunError):
         runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
-    _attempt(monkeypatch, 2, crash_seed=1)  # --jobs 1: trains seed 1 whole (clearing its folder), breaks again
-    with pytest.raises(runner.RunError, match="seed 1.*machine lost"):
-        runner.train(root, mf.load(path), path, "cpu", jobs=1, threads=1, show_progress=False, echo=lambda s: None)
+    _attempt(monkeypatch, 2, crash_seed=1)  # --jobs 1: reuses seed 1's part a, breaks again in part b
+    lines: list[str] = []
+    with pytest.raises(runner.RunError, match="seed 1.*part 'b'.*machine lost"):
+        runner.train(root, mf.load(path), path, "cpu", jobs=1, threads=1, show_progress=False, echo=lines.append)
+    assert not any("seed 1 part a on" in line for line in lines), lines
     _attempt(monkeypatch, 3, crash_seed=None)
     out = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
-    assert {"seed": 1, "part": "a"} not in out.record.get("reused_parts", [])  # its files went with attempt 2
-    assert sorted(f.name for f in (out.run_dir / "seed-1").iterdir()) == ["attempt-3-a.json", "attempt-3-b.json"]
+    assert {"seed": 1, "part": "a"} in out.record["reused_parts"]
+    assert sorted(f.name for f in (out.run_dir / "seed-1").iterdir()) == ["attempt-1-a.json", "attempt-3-b.json"]
     assert [{k: v for k, v in s.items() if k != "seconds"} for s in out.record["per_seed"]] == \
         [{k: v for k, v in s.items() if k != "seconds"} for s in want.record["per_seed"]]
+
+
+def test_a_sequential_run_keeps_each_finished_part_and_the_rerun_trains_only_the_rest(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --jobs a method that declares parts is still trained part by part: a run that breaks off in
+    seed 1's part b keeps seed 0 and seed 1's part a (with its files), and the rerun trains part b of seed 1
+    and seed 2 only, with the numbers and curves of an uninterrupted run."""
+    path = _split(write(root, 1.0))
+    monkeypatch.setenv("ZZ_ATTEMPT", "0")
+    want = runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
+    want_curves = runner.read_curves_csv(want.run_dir / "curves.csv")
+    _attempt(monkeypatch, 1, crash_seed=1)
+    with pytest.raises(runner.RunError, match="seed 1.*part 'b'.*machine lost"):
+        runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lambda s: None)
+    (partial,) = want.run_dir.parent.glob(".partial-*")
+    assert sorted(f.name for f in partial.glob("seed-*.json")) == [
+        "seed-0.part-a.json", "seed-0.part-b.json", "seed-1.part-a.json"]
+    assert sorted(f.name for f in (partial / "seed-1").iterdir()) == ["attempt-1-a.json", "attempt-1-b.json"]
+    _attempt(monkeypatch, 2, crash_seed=None)
+    lines: list[str] = []
+    out = runner.train(root, mf.load(path), path, "cpu", threads=1, show_progress=False, echo=lines.append)
+    assert [line.split(" done in ")[0] for line in _done_lines(lines)] == [
+        "[zz-e2e@cpu] seed 1 part b", "[zz-e2e@cpu] seed 2 part a", "[zz-e2e@cpu] seed 2 part b"]
+    assert out.record["reused_seeds"] == [0] and out.record["reused_parts"] == [{"seed": 1, "part": "a"}]
+    assert sorted(f.name for f in (out.run_dir / "seed-1").iterdir()) == ["attempt-1-a.json", "attempt-2-b.json"]
+    assert [s["metrics"] for s in out.record["per_seed"]] == [s["metrics"] for s in want.record["per_seed"]]
+    assert list(out.record["per_seed"][0]["metrics"]) == ["score", "other"]
+    assert runner.read_curves_csv(out.run_dir / "curves.csv") == want_curves
 
 
 def test_a_kept_part_whose_files_are_gone_is_trained_again(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

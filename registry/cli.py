@@ -26,6 +26,9 @@ def find_root() -> Path:
     root = None
     if env:
         root = Path(env).resolve()
+        if not root.is_dir():  # a typo would otherwise read as an empty registry
+            click.echo(f"error: REGISTRY_ROOT={env} is not a directory", err=True)
+            sys.exit(EXIT_BAD_INPUT)
     else:
         here = Path.cwd().resolve()
         root = next((d for d in (here, *here.parents)
@@ -145,10 +148,14 @@ def show(paper: str, profile: str | None) -> None:
         if check:
             click.echo(f"    {check}")
         for prof, v in verdicts.items():
-            row = next((r for r in v["claims"] if r["id"] == c.id), None)
+            row = next((r for r in v.get("claims", []) if r["id"] == c.id), None)
             if row:
                 click.echo(f"      {prof}: {row['verdict']}"
                            + (" (stale: it judged an earlier run; `registry verify` again)" if v.get("stale") else ""))
+    unreadable = [p for p, v in verdicts.items() if v.get("unreadable")]
+    if unreadable:
+        click.echo(f"\nunreadable: results/{m.id}/<profile>/verification.json of " + ", ".join(unreadable)
+                   + " (edited or cut short); `registry verify` again")
     if stale:
         click.echo(f"\nignored: results/{m.id}/ holds verdicts of profiles the manifest no longer defines: "
                    + ", ".join(stale))

@@ -22,10 +22,38 @@ from .schema import PROFILE_NAME, REQUIRED_PROFILES, SEEDS, Claim, Manifest, Pro
 
 Loc = tuple[Any, ...]
 
-try:  # the C loader is ~10x faster; fall back to pure Python where libyaml is missing
-    _Loader = yaml.CSafeLoader
+try:  # the C parser is ~10x faster; fall back to pure Python where libyaml is missing
+    _BaseLoader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
+    _BaseLoader = yaml.SafeLoader
+
+MAX_DEPTH = 50  # nesting levels; a manifest needs about 6 (deeper input would exhaust Python's recursion limit)
+_INT_BITS = 128  # larger integers are refused where they are read (no field needs them; printing one can fail)
+
+
+class _Loader(_BaseLoader):
+    """The safe loader, with two changes that keep every scalar readable and every error tied to its line:
+    a date-like scalar (``2024-05-01``) stays text, as no manifest field is a date (YAML 1.1 would make it a
+    date, and an impossible one such as ``2025-13-45`` an uncaught error), and an integer too large to use is
+    an error at its line."""
+
+    def construct_yaml_timestamp(self, node):  # noqa: D102
+        return self.construct_scalar(node)
+
+    def construct_yaml_int(self, node):  # noqa: D102
+        try:
+            value = super().construct_yaml_int(node)
+        except ValueError:  # more decimal digits than Python converts (4300)
+            raise yaml.constructor.ConstructorError(None, None, "integer too large (thousands of digits)",
+                                                    node.start_mark) from None
+        if abs(value).bit_length() > _INT_BITS:
+            raise yaml.constructor.ConstructorError(None, None, f"integer too large (more than {_INT_BITS} bits)",
+                                                    node.start_mark)
+        return value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 @dataclass(frozen=True)
@@ -146,21 +174,62 @@ def _yaml_error(exc: yaml.MarkedYAMLError) -> tuple[int | None, str]:
     return p_line, f"{ctx} started at line {c_line}: {problem}"
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _prepare_composed(node: yaml.Node) -> tuple[yaml.Node, Loc] | None:
+    """Make every scalar key a string, as written (YAML 1.1 reads an unquoted ``yes``, ``off``, ``null`` or ``1``
+    key as a bool, None or int, which no manifest field is, and an error would then name ``True``), and return
+    the first node nested more than ``MAX_DEPTH`` levels deep with where it is, if any. Iterative: Python's
+    recursion limit is what such input would exhaust."""
+    stack: list[tuple[yaml.Node, Loc]] = [(node, ())]
+    seen: set[int] = set()
+    while stack:
+        cur, loc = stack.pop()
+        if len(loc) > MAX_DEPTH:
+            return cur, loc
+        if id(cur) in seen:  # an alias of a node already walked
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, yaml.MappingNode):
+            for key, value in cur.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag not in (_STR_TAG, _MERGE_TAG):
+                    key.tag = _STR_TAG
+                stack.append((value, loc + (getattr(key, "value", "?"),)))
+        elif isinstance(cur, yaml.SequenceNode):
+            stack += [(v, loc + (i,)) for i, v in enumerate(cur.value)]
+    return None
+
+
 def read_yaml(path: Path, display: str) -> tuple[Document | None, list[Problem]]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [Problem(display, None, "", f"cannot read file: {exc}")]
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, [Problem(display, None, "", f"cannot read file: {exc.strerror or exc}")]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        return None, [Problem(display, line, "", f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded "
+                                                 f"(save the file as UTF-8)")]
     loader = _Loader(text)
     dups: list[tuple[Loc, int, str]] = []
     try:
         node = loader.get_single_node()
+        deep = _prepare_composed(node) if node is not None else None
+        if deep is not None:
+            return None, [Problem(display, deep[0].start_mark.line + 1, format_loc(deep[1][:2]) + "...",
+                                  f"nested more than {MAX_DEPTH} levels deep; a manifest needs only a few")]
         if node is not None:  # on the composed node: construction flattens merge keys into it
             _duplicate_keys(node, (), dups)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         line, msg = _yaml_error(exc)
         return None, [Problem(display, line, "", f"invalid YAML: {msg}")]
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a control character, NUL)
+        line = text[:exc.position].count("\n") + 1 if isinstance(exc.position, int) else None
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        return None, [Problem(display, line, "", f"invalid YAML: control character {char!r} is not allowed")]
     except yaml.YAMLError as exc:
         return None, [Problem(display, None, "", f"invalid YAML: {exc}")]
     finally:
@@ -521,10 +590,10 @@ def load_all(root: Path, *, with_methods: bool = True) -> tuple[dict[str, Manife
 
 def find(root: Path, paper_id: str) -> Path:
     path = root / "manifests" / f"{paper_id}.yaml"
-    if not path.exists():
+    known = [p.stem for p in manifest_files(root)]
+    if paper_id not in known:  # looked up by name, not by path: an id such as ../x or 300 characters is unknown
         import difflib
 
-        known = [p.stem for p in manifest_files(root)]
         close = difflib.get_close_matches(paper_id, known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ManifestError([Problem(f"manifests/{paper_id}.yaml", None, "", f"no such paper {paper_id!r}.{hint}")])

@@ -195,7 +195,8 @@ def discover() -> dict[str, Method]:
             name = f"methods.{info.name}"
             try:
                 importlib.import_module(name)
-            except Exception as exc:  # noqa: BLE001 - any error of the method's own code
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - any error of the method's own code (a
+                # sys.exit() at import would otherwise end `registry validate` with exit 0 and no output)
                 base = Path(getattr(info.module_finder, "path", methods.__path__[0])) / info.name
                 _FAILED[name] = _import_failure(name, base if info.ispkg else base.with_suffix(".py"), exc)
         _DISCOVERED = True

@@ -12,16 +12,34 @@ from .schema import Manifest
 PROFILES = ("smoke", "cpu", "paper")
 
 
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when the file is missing, unreadable or holds something else (a file
+    edited by hand, or cut short outside the registry, which writes its files whole)."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _readable_verification(v: dict[str, Any] | None) -> bool:
+    """Whether ``v`` has the fields the tables read (a verification.json the registry wrote)."""
+    return (v is not None and isinstance(v.get("verdict"), str)
+            and (v["verdict"] == "no-claims" or all(isinstance(v.get(k), int) for k in ("passed", "total")))
+            and isinstance(v.get("claims"), list)
+            and all(isinstance(r, dict) and "id" in r and "verdict" in r for r in v["claims"]))
+
+
 def latest_verifications(root: Path, paper: str) -> dict[str, dict[str, Any]]:
     """profile -> its verification.json; one that judged an earlier run than the run/ now on disk (it names
-    the run's finished_at) is marked ``stale``."""
-    out = {}
+    the run's finished_at) is marked ``stale``, one that cannot be read ``unreadable``."""
+    out: dict[str, dict[str, Any]] = {}
     base = root / "results" / paper
     if base.is_dir():
         for vfile in sorted(base.glob("*/verification.json")):
-            try:
-                v = json.loads(vfile.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            v = read_json_object(vfile)
+            if not _readable_verification(v):
+                out[vfile.parent.name] = {"unreadable": True, "stale": True}
                 continue
             v["stale"] = judged_run_on_disk(v, vfile.parent) is not True  # None: its run is gone or unreadable
             out[vfile.parent.name] = v
@@ -34,9 +52,8 @@ def judged_run_on_disk(verification: Mapping[str, Any], folder: Path) -> bool | 
     judged = verification.get("run_finished_at")
     if judged is None:
         return True
-    try:
-        run = json.loads((folder / "run" / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    run = read_json_object(folder / "run" / "metrics.json")
+    if run is None:
         return None
     return run.get("finished_at") == judged
 
@@ -44,6 +61,8 @@ def judged_run_on_disk(verification: Mapping[str, Any], folder: Path) -> bool | 
 def verdict_cell(v: Mapping[str, Any] | None) -> str:
     if v is None:
         return "-"
+    if v.get("unreadable"):
+        return "unreadable (re-verify)"
     if v.get("stale"):
         return "stale (re-verify)"
     if v["verdict"] == "no-claims":

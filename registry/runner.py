@@ -816,4 +816,11 @@ def load_record(root: Path, paper: str, profile: str) -> dict[str, Any]:
     if not path.exists():
         raise RunError(f"no results for {paper!r} at profile {profile!r} ({path} is missing): "
                        f"run `registry train {paper} --profile {profile}` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("per_seed"), list):
+        raise RunError(f"{path} is not a run record the registry wrote (unreadable or edited): "
+                       f"run `registry train {paper} --profile {profile}` again")
+    return record

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from .schema import SLUG, Paper
+from .schema import SLUG, SLUG_MAX, Paper
 
 
 class ScaffoldError(Exception):
@@ -197,8 +197,9 @@ def create(root: Path, paper: str, *, title: str, authors: list[str], year: int,
            arxiv: str | None) -> list[Path]:
     """Write manifests/<paper>.yaml and methods/<paper_with_underscores>/__init__.py. Everything is checked
     first (the inputs, then the rendered manifest against the schema): on any problem nothing is written."""
-    if not re.match(SLUG, paper):
-        raise ScaffoldError(f"paper id {paper!r} must be a slug: lowercase letters, digits and single hyphens")
+    if not re.match(SLUG, paper) or len(paper) > SLUG_MAX:
+        raise ScaffoldError(f"paper id {paper!r} must be a slug of at most {SLUG_MAX} characters: lowercase "
+                            f"letters, digits and single hyphens")
     authors = [a for a in authors if a] or ["Unknown"]
     _check_paper(title, authors, year, venue, arxiv)
     manifest = root / "manifests" / f"{paper}.yaml"

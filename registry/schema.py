@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
-Slug = Annotated[str, StringConstraints(pattern=SLUG, max_length=80)]
+SLUG_MAX = 80
+Slug = Annotated[str, StringConstraints(pattern=SLUG, max_length=SLUG_MAX)]
 MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.]*$", max_length=100)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 

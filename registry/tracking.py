@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from .report import read_json_object
 from .runner import atomic_write_text, read_curves_csv, results_dir, run_dir
 
 MAX_CURVE_POINTS = 500  # per (seed, metric) series sent to MLflow; curves.csv (an artifact) keeps every point
@@ -45,11 +46,7 @@ def ledger_path(root: Path, paper: str, profile: str) -> Path:
 
 
 def read_ledger(root: Path, paper: str, profile: str) -> dict[str, Any]:
-    p = ledger_path(root, paper, profile)
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    return read_json_object(ledger_path(root, paper, profile)) or {}
 
 
 def write_ledger(root: Path, paper: str, profile: str, data: dict[str, Any]) -> None:
@@ -299,18 +296,17 @@ def pending(root: Path) -> list[tuple[str, str, bool]]:
     uri = tracking_uri(root)
     for mfile in sorted(base.glob("*/*/run/metrics.json")):
         paper, profile = mfile.parent.parent.parent.name, mfile.parent.parent.name
-        record = json.loads(mfile.read_text(encoding="utf-8"))
+        record = read_json_object(mfile)
+        if record is None or "run_id" not in record or "finished_at" not in record:
+            continue  # not a record the registry wrote (edited by hand): `registry verify` says so
         ledger = read_ledger(root, paper, profile)
         run_ok = (ledger.get("logged") and ledger.get("run_id") == record["run_id"]
                   and ledger.get("finished_at") == record["finished_at"] and ledger.get("tracking_uri") == uri)
         vfile = mfile.parent.parent / "verification.json"
         has_ver = ver_needed = False
         if vfile.exists():
-            try:
-                ver = json.loads(vfile.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                ver = None  # unreadable (being rewritten?): log the run, the verdict on a later sync
-            if isinstance(ver, dict) and not verification_is_stale(root, paper, profile, ver):
+            ver = read_json_object(vfile)  # None when unreadable: log the run, the verdict on a later sync
+            if ver is not None and not verification_is_stale(root, paper, profile, ver):
                 has_ver = True
                 ver_needed = not run_ok or ledger.get("verification_logged") != ver.get("digest")
         if not run_ok or ver_needed:

@@ -41,8 +41,9 @@ class Data(Strict):
     train_size: Optional[int] = Field(500_000, ge=1)
     # test cells [digits per operand, number of operands]; every operand has exactly that many digits
     test_cells: list[tuple[int, int]] = [(10, 10), (20, 10), (10, 20), (20, 20), (30, 30)]
-    max_pos_digits: int = Field(40, ge=2)
-    max_pos_operands: int = Field(40, ge=2)
+    # rows of the two coupled position tables (bounded so that checking a config stays instant)
+    max_pos_digits: int = Field(40, ge=2, le=1000)
+    max_pos_operands: int = Field(40, ge=2, le=1000)
 
     @model_validator(mode="after")
     def _check(self) -> "Data":
@@ -56,6 +57,9 @@ class Data(Strict):
         for n, m in cells:
             if n < 1 or m < 1:
                 raise ValueError("test cells need positive digits and operands")
+            if n + 1 > self.max_pos_digits or m + 1 > self.max_pos_operands:  # before any arithmetic on 10**n
+                raise ValueError(f"max_pos_digits={self.max_pos_digits} / max_pos_operands={self.max_pos_operands} "
+                                 f"too small for {n} digits and {m} operands")
             w = len(str(m * (10**n - 1)))
             if self.max_pos_digits < w + 1:
                 raise ValueError(f"max_pos_digits={self.max_pos_digits} too small for width {w} ({n} digits, {m} operands)")

@@ -120,6 +120,14 @@ def test_config_rejects_too_small_tables():
         _small_cfg(test_cells=[(6, 3)])  # width 7 needs max_pos_digits >= 8
     with pytest.raises(ValueError):
         _small_cfg(test_cells=[(2, 5)])  # 5 operands need max_pos_operands >= 6
+    import time
+
+    t0 = time.perf_counter()  # a huge cell is refused before any arithmetic on 10**n (it used to hang)
+    with pytest.raises(ValueError, match="too small for 1000000000 digits"):
+        _small_cfg(test_cells=[(1_000_000_000, 2)])
+    with pytest.raises(ValueError, match="less than or equal to 1000"):
+        Config.model_validate({"data": {"max_pos_digits": 10**9}})
+    assert time.perf_counter() - t0 < 1.0
 
 
 def test_two_tables_are_added_and_nope_ignores_positions():

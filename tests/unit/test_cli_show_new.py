@@ -30,11 +30,11 @@ print(json.dumps({"results": out, "heavy": sorted(m for m in ("torch", "mlflow")
 """
 
 
-def drive(root: Path, calls: list[list[str]], *, test_method: bool = True) -> dict:
+def drive(root: Path, calls: list[list[str]], *, test_method: bool = True, cwd: Path | None = None) -> dict:
     env = {**os.environ, "REGISTRY_ROOT": str(root)}
     proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(calls), str(S.HERE) if test_method else ""],
                           capture_output=True,
-                          text=True, env=env, cwd=root, timeout=120)
+                          text=True, env=env, cwd=cwd or root, timeout=120)
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(proc.stdout.strip().splitlines()[-1])
     for r in rep["results"]:
@@ -152,3 +152,43 @@ def test_scaffold_yaml_scalars_round_trip():
               "2401.01234", "yes", "null", "~", "line\nbreak", "é ü ∑ 😀", " padded "]:
         out = yaml_scalar(v)
         assert "\n" not in out and yaml.safe_load(f"k: {out}") == {"k": v}, (v, out)
+
+
+# --------------------------------------------------------------------------- odd input
+
+
+def test_ids_that_are_no_paper_and_a_root_that_is_no_registry_are_clear_errors(tmp_path):
+    """An id is looked up among the manifests, never used as a path first (300 characters used to end in
+    OSError 'File name too long'); a REGISTRY_ROOT that does not exist used to read as an empty registry."""
+    root = make_root(tmp_path)
+    S.write_manifest(root / "manifests", "zz-ok")
+    long_id = "a" * 300
+    rep = drive(root, [["show", long_id], ["verify", long_id, "--no-track"], ["show", "../pyproject"],
+                       ["show", "zz-ok/../zz-ok"], ["new", long_id, "--title", "T", "--year", "2024"]])
+    for r in rep["results"][:4]:
+        assert r["code"] == 2 and "no such paper" in r["output"], r
+    assert rep["results"][4]["code"] == 2 and "at most 80 characters" in rep["results"][4]["output"]
+    missing = tmp_path / "no-such-root"
+    for args in (["list"], ["validate"], ["index"], ["new", "zz-x", "--title", "T", "--year", "2024"]):
+        (r,) = drive(missing, [args], cwd=tmp_path)["results"]
+        assert r["code"] == 2 and f"REGISTRY_ROOT={missing} is not a directory" in r["output"], r
+    assert not missing.exists()  # `new` did not create it
+
+
+def test_a_results_file_edited_by_hand_is_named_not_a_traceback(tmp_path):
+    root = make_root(tmp_path)
+    S.write_manifest(root / "manifests", "zz-ok")
+    folder = root / "results" / "zz-ok" / "cpu"
+    (folder / "run").mkdir(parents=True)
+    for text in ("{}", "[]", "null", "garbage", '{"verdict": "pass", "passed": 1, "total": 1, "claims": [3]}'):
+        (folder / "verification.json").write_text(text)
+        lst, show, rpt = drive(root, [["list"], ["show", "zz-ok"], ["report", "--out", str(tmp_path / "r")]])["results"]
+        assert lst["code"] == 0 and "unreadable (re-verify)" in lst["output"], lst
+        assert show["code"] == 0 and "verification.json of cpu (edited or cut short)" in show["output"], show
+        assert rpt["code"] == 0, rpt
+    (folder / "verification.json").unlink()
+    for text in ("[]", "garbage", "{}"):
+        (folder / "run" / "metrics.json").write_text(text)
+        ver, sync = drive(root, [["verify", "zz-ok", "--profile", "cpu", "--no-track"], ["sync"]])["results"]
+        assert ver["code"] == 1 and "is not a run record the registry wrote" in ver["output"], ver
+        assert sync["code"] == 0, sync

@@ -21,6 +21,7 @@ BROKEN = {  # package files under methods/ -> text
                                   'from registry.methods import register\nfrom .model import Net\n\n\n'
                                   '# register("zz-other-key", config=...) follows once the model imports\n'),
     "zz_broken_sub/model.py": 'X = 1\nraise RuntimeError("boom at import")\n',
+    "zz_exit/__init__.py": '"""Ends the interpreter at import."""\nraise SystemExit(0)\n',
 }
 
 DRIVER = r"""
@@ -89,7 +90,8 @@ def test_broken_method_packages_are_located_problems_and_other_papers_still_vali
     assert (f"manifests/zz-other.yaml:{method_line}: method: method 'zz-other-key' is unavailable: its module "
             "methods.zz_broken_sub failed to import (methods/zz_broken_sub/model.py:2: RuntimeError") in out
     assert "zz-good.yaml" not in out and "unknown method" not in out
-    assert "5 problems found" in out
+    assert "methods/zz_exit/__init__.py:2: method module methods.zz_exit failed to import: SystemExit: 0" in out
+    assert "6 problems found" in out
 
     assert val_good["code"] == 0 and "ok: 1 manifest(s) valid" in val_good["output"]
     assert val_broken["code"] == 2 and "is unavailable: its module methods.zz_broken" in val_broken["output"]

@@ -465,6 +465,9 @@ def sync() -> None:
     def stale_note(paper: str, profile: str) -> str:
         return f"stale verification, run `registry verify {paper} --profile {profile}`"
 
+    for path in tracking.unreadable_records(root):
+        click.echo(f"skipped {path.relative_to(root)}: not a run record the registry wrote (unreadable or edited); "
+                   f"train again", err=True)
     stale = set(tracking.stale_verifications(root))
     todo = tracking.pending(root)
     for paper, profile in sorted(stale):

@@ -285,6 +285,16 @@ def stale_verifications(root: Path) -> list[tuple[str, str]]:
             and verification_is_stale(root, m.parent.parent.parent.name, m.parent.parent.name)]
 
 
+def _is_record(record: dict[str, Any] | None) -> bool:
+    return record is not None and "run_id" in record and "finished_at" in record
+
+
+def unreadable_records(root: Path) -> list[Path]:
+    """run/metrics.json files that are not a record the registry wrote (edited by hand): never logged."""
+    base = root / "results"
+    return sorted(m for m in base.glob("*/*/run/metrics.json") if not _is_record(read_json_object(m)))
+
+
 def pending(root: Path) -> list[tuple[str, str, bool]]:
     """(paper, profile, log_verification) for every result on disk whose run or verification is not in MLflow.
 
@@ -297,8 +307,8 @@ def pending(root: Path) -> list[tuple[str, str, bool]]:
     for mfile in sorted(base.glob("*/*/run/metrics.json")):
         paper, profile = mfile.parent.parent.parent.name, mfile.parent.parent.name
         record = read_json_object(mfile)
-        if record is None or "run_id" not in record or "finished_at" not in record:
-            continue  # not a record the registry wrote (edited by hand): `registry verify` says so
+        if not _is_record(record):
+            continue  # not a record the registry wrote (edited by hand): see unreadable_records
         ledger = read_ledger(root, paper, profile)
         run_ok = (ledger.get("logged") and ledger.get("run_id") == record["run_id"]
                   and ledger.get("finished_at") == record["finished_at"] and ledger.get("tracking_uri") == uri)

@@ -463,9 +463,9 @@ def _check_metrics(key: str, seed: int, metrics: Any) -> dict[str, float]:
     return out
 
 
-def _train_seed(method, cfg, ctx: RunContext) -> tuple[float, dict[str, float]]:
-    """Seed everything, run the method for ``ctx.seed`` (or one part of it), check its metrics;
-    (seconds, metrics)."""
+def _train_unit(method, cfg, ctx: RunContext) -> dict[str, Any]:
+    """Seed everything, run the method for ``ctx.seed`` (or one part of it), check its metrics; the result as
+    the runner keeps it: seed, part, seconds, metrics, curves and the files it wrote."""
     seed_everything(ctx.seed, ctx.device)
     where = f"seed {ctx.seed}" + (f" (part {ctx.part!r})" if ctx.part is not None else "")
     t0 = time.perf_counter()
@@ -475,8 +475,10 @@ def _train_seed(method, cfg, ctx: RunContext) -> tuple[float, dict[str, float]]:
         raise
     except Exception as exc:  # a method crash: keep the message, say where it happened
         raise RunError(f"method {method.key!r} failed on {where}: {type(exc).__name__}: {exc}") from exc
-    seconds = time.perf_counter() - t0
-    return round(seconds, 3), _check_metrics(method.key, ctx.seed, raw)
+    seconds = round(time.perf_counter() - t0, 3)
+    metrics = _check_metrics(method.key, ctx.seed, raw)
+    return {"seed": ctx.seed, "part": ctx.part, "seconds": seconds, "metrics": metrics, "curves": ctx.curves,
+            "files": ctx.files}
 
 
 def _seed_job(paper: str, profile: str, method_key: str, method_module: str, sections: dict, seed: int,
@@ -495,11 +497,9 @@ def _seed_job(paper: str, profile: str, method_key: str, method_module: str, sec
     ctx = RunContext(paper=paper, profile=profile, seed=seed, device=device, out_dir=Path(seed_dir),
                      show_progress=False, part=part)
     try:
-        seconds, metrics = _train_seed(method, cfg, ctx)
+        return _train_unit(method, cfg, ctx)
     except RunError as exc:
         return {"error": str(exc)}
-    return {"seed": seed, "part": part, "seconds": seconds, "metrics": metrics, "curves": ctx.curves,
-            "files": ctx.files}
 
 
 def _seed_job_packed(args: tuple) -> dict[str, Any]:
@@ -592,11 +592,9 @@ def _train_seed_in_process(paper: str, profile: str, method, cfg, dev: str, seed
         ctx = RunContext(paper=paper, profile=profile, seed=seed, device=dev, out_dir=partial / f"seed-{seed}",
                          show_progress=show_progress, part=part)
         echo(f"[{paper}@{profile}] {label} on {dev} ...")
-        seconds, metrics = _train_seed(method, cfg, ctx)
-        out = {"seed": seed, "part": part, "seconds": seconds, "metrics": metrics, "curves": ctx.curves,
-               "files": ctx.files}
+        out = _train_unit(method, cfg, ctx)
         _save_unit(partial, out, threads)
-        echo(f"[{paper}@{profile}] {label} done in {seconds:.1f}s")
+        echo(f"[{paper}@{profile}] {label} done in {out['seconds']:.1f}s")
         outs.append(out)
     return outs
 
@@ -811,6 +809,13 @@ def _train_locked(root: Path, manifest: Manifest, manifest_path: Path, profile: 
     return RunOutcome(final, record)
 
 
+def is_run_record(obj: Any) -> bool:
+    """Whether ``obj`` (a parsed run/metrics.json) has the fields verify and tracking read, i.e. the registry
+    wrote it and nobody edited it out of shape."""
+    return (isinstance(obj, dict) and isinstance(obj.get("per_seed"), list)
+            and all(k in obj for k in ("run_id", "finished_at")))
+
+
 def load_record(root: Path, paper: str, profile: str) -> dict[str, Any]:
     path = run_dir(root, paper, profile) / "metrics.json"
     if not path.exists():
@@ -820,7 +825,7 @@ def load_record(root: Path, paper: str, profile: str) -> dict[str, Any]:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         record = None
-    if not isinstance(record, dict) or not isinstance(record.get("per_seed"), list):
+    if not is_run_record(record):
         raise RunError(f"{path} is not a run record the registry wrote (unreadable or edited): "
                        f"run `registry train {paper} --profile {profile}` again")
     return record

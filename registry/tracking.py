@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .report import read_json_object
-from .runner import atomic_write_text, read_curves_csv, results_dir, run_dir
+from .runner import atomic_write_text, is_run_record, read_curves_csv, results_dir, run_dir
 
 MAX_CURVE_POINTS = 500  # per (seed, metric) series sent to MLflow; curves.csv (an artifact) keeps every point
 BATCH_METRICS = 1000  # MLflow's per-call limits
@@ -267,12 +267,11 @@ def verification_is_stale(root: Path, paper: str, profile: str, result: dict[str
     (written before it existed) is not stale."""
     from .report import judged_run_on_disk
 
-    try:
-        if result is None:
-            result = json.loads((results_dir(root, paper, profile) / "verification.json").read_text(encoding="utf-8"))
-        return judged_run_on_disk(result, results_dir(root, paper, profile)) is False  # None (no run): not stale
-    except (OSError, ValueError, AttributeError):
+    if result is None:
+        result = read_json_object(results_dir(root, paper, profile) / "verification.json")
+    if not isinstance(result, dict):  # unreadable: not judged stale
         return False
+    return judged_run_on_disk(result, results_dir(root, paper, profile)) is False  # None (no run): not stale
 
 
 def stale_verifications(root: Path) -> list[tuple[str, str]]:
@@ -285,14 +284,10 @@ def stale_verifications(root: Path) -> list[tuple[str, str]]:
             and verification_is_stale(root, m.parent.parent.parent.name, m.parent.parent.name)]
 
 
-def _is_record(record: dict[str, Any] | None) -> bool:
-    return record is not None and "run_id" in record and "finished_at" in record
-
-
 def unreadable_records(root: Path) -> list[Path]:
     """run/metrics.json files that are not a record the registry wrote (edited by hand): never logged."""
     base = root / "results"
-    return sorted(m for m in base.glob("*/*/run/metrics.json") if not _is_record(read_json_object(m)))
+    return sorted(m for m in base.glob("*/*/run/metrics.json") if not is_run_record(read_json_object(m)))
 
 
 def pending(root: Path) -> list[tuple[str, str, bool]]:
@@ -307,7 +302,7 @@ def pending(root: Path) -> list[tuple[str, str, bool]]:
     for mfile in sorted(base.glob("*/*/run/metrics.json")):
         paper, profile = mfile.parent.parent.parent.name, mfile.parent.parent.name
         record = read_json_object(mfile)
-        if not _is_record(record):
+        if not is_run_record(record):
             continue  # not a record the registry wrote (edited by hand): see unreadable_records
         ledger = read_ledger(root, paper, profile)
         run_ok = (ledger.get("logged") and ledger.get("run_id") == record["run_id"]

@@ -55,6 +55,9 @@ class Train(Strict):
     init_noise: float = Field(0.1, ge=0)  # untied model only (breaks the layer symmetry)
     eval_tasks: int = Field(10_000, ge=1)
     max_test_loops: int = Field(20, ge=1)
+    # further covariance-shift evaluation sets (eval_tasks tasks each, shared by all seeds) on which the
+    # 20/5-loop ratio is also measured: how much the shift claim depends on which tasks were drawn; 0: off
+    ood_cov_extra_draws: int = Field(0, ge=0, le=50)
     log_every: int = Field(100, ge=1)
 
 

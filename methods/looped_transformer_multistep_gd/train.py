@@ -43,13 +43,15 @@ def _sampler(dc, S, n_context, generator):
 
 
 def _gd_baselines(dc, S, ev, ls, steps: int, more_steps: int | None = None,
-                  shifted: dict | None = None) -> dict[str, float]:
+                  shifted: dict | None = None, extra_shifted: tuple = ()) -> dict[str, float]:
     """Line-searched ``steps``-step plain GD and Sigma^-1-preconditioned GD (= plain GD on whitened x).
 
     With ``more_steps``, Sigma^-1-preconditioned GD also runs ``more_steps`` steps at the step size
     line-searched for ``steps`` (what the paper's idealised solution A = c Sigma^-1 does when looped
     longer at test time): ``pgd_id_loop_ratio`` (on ``ev``) and, given ``shifted`` tasks,
-    ``pgd_ood_cov_loop_ratio`` (loss after ``more_steps`` / after ``steps``)."""
+    ``pgd_ood_cov_loop_ratio`` (loss after ``more_steps`` / after ``steps``); given ``extra_shifted`` (further
+    shifted task sets) also the largest of those ratios over ``shifted`` and them,
+    ``pgd_ood_cov_loop_ratio_worst_draw``."""
     ref = float((ev["yq"].double() ** 2).mean())
     out = {}
     Wh = torch.linalg.inv(sqrtm_psd(S))  # Sigma^-1/2
@@ -71,7 +73,11 @@ def _gd_baselines(dc, S, ev, ls, steps: int, more_steps: int | None = None,
         if name == "pgd" and more_steps is not None:
             out["pgd_id_loop_ratio"] = mse(ev, more_steps) / id_short
             if shifted is not None:
-                out["pgd_ood_cov_loop_ratio"] = mse(shifted, more_steps) / mse(shifted, steps)
+                ratios = [mse(b, more_steps) / mse(b, steps) for b in (shifted, *extra_shifted)]
+                out["pgd_ood_cov_loop_ratio"] = ratios[0]
+                if extra_shifted:
+                    out["pgd_ood_cov_loop_ratio_worst_draw"] = (max(ratios) if all(map(math.isfinite, ratios))
+                                                                else math.inf)
     return out
 
 
@@ -99,8 +105,11 @@ def run_all(cfg, ctx) -> dict[str, float]:
     ls = _sampler(dc, S, dc.n_context, g_eval)(tc.eval_tasks)  # line search, separate tasks
     ev_cov = _sampler(dc, S_ood, dc.n_context, g_eval)(tc.eval_tasks)
     ev_len = _sampler(dc, S, dc.ood_n_context, g_eval)(tc.eval_tasks)
+    # drawn after the sets above, which therefore do not depend on how many there are
+    ev_cov_extra = tuple(_sampler(dc, S_ood, dc.n_context, g_eval)(tc.eval_tasks)
+                         for _ in range(tc.ood_cov_extra_draws))
 
-    out = _gd_baselines(dc, S, ev, ls, L, more_steps=T, shifted=ev_cov)
+    out = _gd_baselines(dc, S, ev, ls, L, more_steps=T, shifted=ev_cov, extra_shifted=ev_cov_extra)
 
     # ---- models
     g_train = torch.Generator().manual_seed(ctx.seed_for("train-data"))
@@ -120,6 +129,13 @@ def run_all(cfg, ctx) -> dict[str, float]:
         out[f"{k}_loss_at_max_loops"] = v[T - 1]
         out[f"{k}_loop_ratio"] = v[T - 1] / v[L - 1]
         out[f"{k}_max_rel_increase"] = max_rel_increase(v) if T > 1 else 0.0
+    if ev_cov_extra:  # the covariance-shift ratio on every shifted evaluation set: the profile's and the extra ones
+        ratios = [out["ood_cov_loop_ratio"]]
+        for b in ev_cov_extra:
+            v = depth_losses(looped, b, T)
+            ratios.append(v[T - 1] / v[L - 1])
+        out["ood_cov_loop_ratio_worst_draw"] = max(ratios) if all(map(math.isfinite, ratios)) else math.inf
+        out["ood_cov_draws_over_half"] = float(sum(not r <= 0.5 for r in ratios))  # a diverged (NaN) draw counts
 
     # ---- learned preconditioner and u
     A = looped.A[0].detach().double()

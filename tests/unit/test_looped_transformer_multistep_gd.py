@@ -61,6 +61,35 @@ def test_tiny_run_reports_finite_metrics_and_loop_curves():
     assert sum(1 for _, m in ctx.logged if "loss_vs_loops_id" in m) == 4
 
 
+def test_extra_shifted_draws_leave_the_other_metrics_alone_and_report_the_worst_ratio():
+    """The extra covariance-shift sets are drawn after every other evaluation set: the run's other metrics are
+    those of a run without them, and the worst-draw ratios cover the profile's own set."""
+    kw = dict(data=dict(d=3, n_context=8, ood_n_context=12), model=dict(n_loops=2, compare_untied=False))
+    train = dict(steps=5, batch_size=16, eval_tasks=64, max_test_loops=4, log_every=5)
+    base = run_all(Config(**kw, train=train), _Ctx())
+    out = run_all(Config(**kw, train=train | {"ood_cov_extra_draws": 3}), _Ctx())
+    assert {k: out[k] for k in base} == base
+    assert set(out) - set(base) == {"ood_cov_loop_ratio_worst_draw", "ood_cov_draws_over_half",
+                                    "pgd_ood_cov_loop_ratio_worst_draw"}
+    assert out["ood_cov_loop_ratio_worst_draw"] >= out["ood_cov_loop_ratio"]
+    assert out["pgd_ood_cov_loop_ratio_worst_draw"] >= out["pgd_ood_cov_loop_ratio"]
+    assert out["ood_cov_draws_over_half"] in {0.0, 1.0, 2.0, 3.0, 4.0}
+    assert (out["ood_cov_draws_over_half"] > 0) == (out["ood_cov_loop_ratio_worst_draw"] > 0.5)
+    assert out["ood_cov_draws_over_half"] >= (out["ood_cov_loop_ratio"] > 0.5)
+
+
+def test_worst_draw_of_the_idealised_solution_is_the_largest_ratio_over_the_sets():
+    dc = Config(data=dict(d=4, n_context=12)).data
+    S, S_ood = _covariances(dc)
+    g = torch.Generator().manual_seed(0)
+    ev, ls = _sampler(dc, S, dc.n_context, g)(300), _sampler(dc, S, dc.n_context, g)(300)
+    sets = [_sampler(dc, S_ood, dc.n_context, g)(300) for _ in range(3)]
+    each = [_gd_baselines(dc, S, ev, ls, 3, more_steps=6, shifted=b)["pgd_ood_cov_loop_ratio"] for b in sets]
+    out = _gd_baselines(dc, S, ev, ls, 3, more_steps=6, shifted=sets[0], extra_shifted=tuple(sets[1:]))
+    assert out["pgd_ood_cov_loop_ratio"] == each[0]
+    assert out["pgd_ood_cov_loop_ratio_worst_draw"] == max(each)
+
+
 def test_symmetrised_drops_only_the_antisymmetric_part():
     g = torch.Generator().manual_seed(0)
     m = RestrictedLinearAttention(3, 2, tied=True)

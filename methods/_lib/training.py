@@ -1,6 +1,7 @@
 """The optimisation loop shared by the methods that train with minibatches of fresh samples."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -19,7 +20,7 @@ def optimize(model: nn.Module, opt: torch.optim.Optimizer, batch_loss: Callable[
     mean loss since the previous log as ``<prefix>train_loss`` (and the learning rate as ``<prefix>lr``
     when there is a scheduler), plus whatever ``on_log(step)`` returns (e.g. a test loss).
     ``after_step(step)`` runs after every step but the last (evaluation curves); returning True stops
-    training early. A NaN loss raises ``FloatingPointError``. Returns the last loss and the steps done.
+    training early. A NaN or infinite loss raises ``FloatingPointError``. Returns the last loss and the steps done.
     """
     loss_acc, n_acc, lv, step = 0.0, 0, float("nan"), 0
     with ctx.progress(total=steps, desc=desc) as bar:
@@ -33,8 +34,8 @@ def optimize(model: nn.Module, opt: torch.optim.Optimizer, batch_loss: Callable[
             if sched is not None:
                 sched.step()
             lv = loss.item()
-            if lv != lv:
-                raise FloatingPointError(f"{desc}: loss became NaN at step {step}")
+            if not math.isfinite(lv):
+                raise FloatingPointError(f"{desc}: loss became {lv} at step {step}")
             loss_acc, n_acc = loss_acc + lv, n_acc + 1
             bar.update(1, loss=lv)
             if step % log_every == 0 or step == steps:

@@ -81,6 +81,14 @@ class Train(Strict):
     multilayer_steps: Optional[int] = Field(None, ge=1)  # None: steps
     multilayer_batch_size: Optional[int] = Field(None, ge=1)  # None: batch_size
 
+    @model_validator(mode="after")
+    def _check(self) -> "Train":
+        # the test loss is computed at logging steps (and the last), so another period would be ignored
+        if self.eval_every % self.log_every:
+            raise ValueError(f"eval_every ({self.eval_every}) must be 0 or a multiple of log_every "
+                             f"({self.log_every})")
+        return self
+
 
 class Config(MethodConfig):
     data: Data = Data()

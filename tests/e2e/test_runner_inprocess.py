@@ -282,6 +282,9 @@ def test_jobs_run_seeds_and_parts_in_processes_like_a_sequential_run(root: Path,
     assert [s["metrics"] for s in rec["per_seed"]] == [s["metrics"] for s in seq_rec["per_seed"]]
     assert list(rec["per_seed"][0]["metrics"]) == ["score", "other"]
     assert runner.read_curves_csv(par.run_dir / "curves.csv") == seq_curves
+    if split:  # every part's curves, not only the first part's
+        assert seq_curves == [c for s in (0, 1, 2) for c in ((s, 0, "a_loss", s), (s, 0, "b_loss", 2 * s),
+                                                               (s, 1, "b_loss", s))]
     env = json.loads((par.run_dir / "environment.json").read_text())
     assert env["jobs"] == jobs and env["torch_threads"] == 1
     assert any(f"{jobs} processes x 1 thread" in line for line in lines)
@@ -735,8 +738,8 @@ def test_a_replaced_run_left_by_a_dead_process_is_removed_once_run_exists(root: 
     assert not old.exists() and any("replaced run" in s for s in said)
 
 
-def test_kept_seeds_are_keyed_by_the_seeding_code_and_torch_version(root: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kept_seeds_are_keyed_by_the_device_seeding_code_and_torch_version(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     path = write(root, 1.0)
@@ -746,6 +749,7 @@ def test_kept_seeds_are_keyed_by_the_seeding_code_and_torch_version(root: Path,
 
     meth = methods.get("runner-fixture")
     key = runner.partial_key(resolved, meth, "cpu")
+    assert runner.partial_key(resolved, meth, "cuda") != key  # seeds kept on one device are not reused on another
     monkeypatch.setattr(torch, "__version__", "0.0.0")
     assert runner.partial_key(resolved, meth, "cpu") != key
 

@@ -156,3 +156,21 @@ def test_method_code_imports_only_its_own_package_and_the_shared_library() -> No
                 target = base.joinpath(*(node.module or "").split("."))
                 assert any(target.is_relative_to(ROOT / "methods" / d) for d in {own, "_lib"}), \
                     f"{f.relative_to(ROOT)} imports from outside its package: {'.' * node.level}{node.module or ''}"
+
+
+def test_quick_start_is_two_make_targets_and_ci_runs_the_test_one() -> None:
+    """The README's quick start is exactly two commands (reproduce a paper, run the tests), both Makefile
+    targets, the reproduce default is an implemented paper, and .ci/run calls the README's test command."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
+    assert commands == ["make reproduce", "make test"], commands
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    for target in ("reproduce", "test"):
+        assert f"\n{target}: " in makefile, f"Makefile has no target {target!r}"
+    paper = next(line.split("?=", 1)[1].strip() for line in makefile.splitlines() if line.startswith("PAPER"))
+    assert mf.load(ROOT / "manifests" / f"{paper}.yaml").status == "implemented"
+    assert "dvc repro verify@$(PAPER)" in makefile
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert "make test" in ci, ".ci/run must call the README's test command"

@@ -264,7 +264,7 @@ def test_report_lists_the_verdicts_of_other_profiles(tmp_path):
     S.write_manifest(root / "manifests", "zz-impl-a", S.BASE_IMPLEMENTED.replace(
         "  paper:\n    description: Paper run.\n",
         "  cpu-extra:\n    description: Extra CPU run.\n  paper:\n    description: Paper run.\n"))
-    for prof, verdict in (("cpu", "fail"), ("cpu-extra", "pass"), ("cpu-gone", "pass")):
+    for prof, verdict in (("smoke", "pass"), ("cpu", "fail"), ("cpu-extra", "pass"), ("cpu-gone", "pass")):
         d = root / "results" / "zz-impl-a" / prof
         d.mkdir(parents=True)
         (d / "verification.json").write_text(json.dumps(
@@ -273,7 +273,7 @@ def test_report_lists_the_verdicts_of_other_profiles(tmp_path):
     rep = drive(root, [["report"]])["results"][0]
     assert rep["code"] == 0, rep["output"]
     row = next(ln for ln in rep["output"].splitlines() if ln.startswith("| **zz-impl-a**"))
-    assert row.endswith("| - | fail 0/1 | - | cpu-extra: pass 1/1 |") and "cpu-gone" not in row
+    assert row.endswith("| pass 1/1 | fail 0/1 | - | cpu-extra: pass 1/1 |") and "cpu-gone" not in row
 
 
 def test_show_names_the_seed_selection_of_a_claim(tmp_path):

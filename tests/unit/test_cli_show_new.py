@@ -187,7 +187,7 @@ def test_a_results_file_edited_by_hand_is_named_not_a_traceback(tmp_path):
         assert show["code"] == 0 and "verification.json of cpu (edited or cut short)" in show["output"], show
         assert rpt["code"] == 0, rpt
     (folder / "verification.json").unlink()
-    for text in ("[]", "garbage", "{}"):
+    for text in ("[]", "garbage", "{}", '{"per_seed": []}', '{"per_seed": [], "run_id": "x"}'):
         (folder / "run" / "metrics.json").write_text(text)
         ver, sync = drive(root, [["verify", "zz-ok", "--profile", "cpu", "--no-track"], ["sync"]])["results"]
         assert ver["code"] == 1 and "is not a run record the registry wrote" in ver["output"], ver

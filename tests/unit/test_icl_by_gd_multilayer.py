@@ -1,5 +1,7 @@
 """Unit tests for the multi-layer (GD++) extension of methods/icl_by_gd (arXiv:2212.07677)."""
+import pytest
 import torch
+from pydantic import ValidationError
 
 from methods._lib.icl_linear import LSAStack, build_tokens, gd_lsa_weights, gd_predict, sample_tasks
 from methods.icl_by_gd import Config
@@ -28,3 +30,11 @@ def test_log_cond_known_case():
 
 def test_multilayer_off_by_default():
     assert Config().model.multilayer == []
+
+
+def test_eval_every_must_be_a_multiple_of_log_every():
+    """The test loss is only computed at logging steps: a period that is not a multiple used to be ignored."""
+    Config.model_validate({"train": {"log_every": 25, "eval_every": 250}})
+    Config.model_validate({"train": {"log_every": 25, "eval_every": 0}})
+    with pytest.raises(ValidationError, match="multiple of log_every"):
+        Config.model_validate({"train": {"log_every": 20, "eval_every": 25}})

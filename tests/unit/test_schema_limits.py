@@ -31,6 +31,14 @@ def test_claim_numbers_must_be_finite(bad):
         Claim.model_validate(c)
 
 
+@pytest.mark.parametrize("field", ["abs", "rel"])
+def test_a_tolerance_cannot_be_negative(field):
+    """A negative width would make a claim stricter than its threshold while reading as a tolerance."""
+    assert Tolerance.model_validate({field: 0.0, "rationale": "r"}).width(2.0) == 0.0
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        Tolerance.model_validate({field: -0.1, "rationale": "r"})
+
+
 def test_method_config_floats_must_be_finite():
     class Data(Strict):
         noise: float = 0.0

@@ -90,6 +90,13 @@ def test_statistic(stat, expected):
     assert row["measured"]["per_seed"] == [10.0, 1.0, 2.0] and row["measured"]["n"] == 3
 
 
+def test_median_of_an_even_number_of_seeds_is_the_mean_of_the_middle_two():
+    c = claim(">=", 2.6, statistic="median")
+    row = V.judge(c, seeds(10.0, 1.0, 3.0, 2.0))
+    assert row["value"] == pytest.approx(2.5) and row["verdict"] == "fail"
+    assert V.judge(claim(">=", 2.5, statistic="median"), seeds(10.0, 1.0, 3.0, 2.0))["verdict"] == "pass"
+
+
 def test_statistic_changes_verdict():
     vals = seeds(0.0, 0.0, 3.0)  # mean 1, median 0, min 0, max 3
     assert V.judge(claim(">=", 1.0, statistic="mean"), vals)["verdict"] == "pass"
@@ -137,6 +144,20 @@ def test_seeds_where_judges_only_the_selected_seeds():
     c = selected_claim(compare="<=", value=0.0).model_dump()
     row = V.judge(Claim.model_validate({**c, "compare": "<=", "target": 0.05}), per_seed)
     assert row["verdict"] == "pass" and row["measured"]["per_seed"] == [0.04]
+
+
+def test_seeds_where_uses_its_own_operator_and_no_tolerance():
+    """The selection condition is judged with its own comparison and exactly (no tolerance), whatever the claim's
+    comparison and tolerance are."""
+    per_seed = [{"m": 0.9, "fit": 0.0}, {"m": 0.1, "fit": 1.0}, {"m": 0.2, "fit": 0.5}]
+    row = V.judge(selected_claim(compare="<=", value=0.0, target=0.8), per_seed)  # claim >=, selection <=
+    assert row["selected"]["positions"] == [0] and row["verdict"] == "pass"
+    c = selected_claim(compare=">=", value=1.0).model_dump()
+    row = V.judge(Claim.model_validate({**c, "compare": "<=", "target": 0.15}), per_seed)  # claim <=, selection >=
+    assert row["selected"]["positions"] == [1] and row["verdict"] == "pass"
+    # a wide claim tolerance does not widen the selection: fit 0.5 is not >= 1
+    row = V.judge(selected_claim(compare=">=", value=1.0, target=0.8, abs_=0.75), per_seed)
+    assert row["selected"]["positions"] == [1] and row["value"] == pytest.approx(0.1)
 
 
 def test_seeds_where_with_too_few_selected_seeds_fails_with_a_note():

@@ -42,6 +42,11 @@ def _sampler(dc, S, n_context, generator):
     return sample
 
 
+def _worst(ratios: list[float]) -> float:
+    """The largest loop ratio over several evaluation sets; inf when one of them diverged (NaN or inf)."""
+    return max(ratios) if all(map(math.isfinite, ratios)) else math.inf
+
+
 def _gd_baselines(dc, S, ev, ls, steps: int, more_steps: int | None = None,
                   shifted: dict | None = None, extra_shifted: tuple = ()) -> dict[str, float]:
     """Line-searched ``steps``-step plain GD and Sigma^-1-preconditioned GD (= plain GD on whitened x).
@@ -76,8 +81,7 @@ def _gd_baselines(dc, S, ev, ls, steps: int, more_steps: int | None = None,
                 ratios = [mse(b, more_steps) / mse(b, steps) for b in (shifted, *extra_shifted)]
                 out["pgd_ood_cov_loop_ratio"] = ratios[0]
                 if extra_shifted:
-                    out["pgd_ood_cov_loop_ratio_worst_draw"] = (max(ratios) if all(map(math.isfinite, ratios))
-                                                                else math.inf)
+                    out["pgd_ood_cov_loop_ratio_worst_draw"] = _worst(ratios)
     return out
 
 
@@ -134,7 +138,7 @@ def run_all(cfg, ctx) -> dict[str, float]:
         for b in ev_cov_extra:
             v = depth_losses(looped, b, T)
             ratios.append(v[T - 1] / v[L - 1])
-        out["ood_cov_loop_ratio_worst_draw"] = max(ratios) if all(map(math.isfinite, ratios)) else math.inf
+        out["ood_cov_loop_ratio_worst_draw"] = _worst(ratios)
         out["ood_cov_draws_over_half"] = float(sum(not r <= 0.5 for r in ratios))  # a diverged (NaN) draw counts
 
     # ---- learned preconditioner and u

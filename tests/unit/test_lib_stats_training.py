@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from methods._lib.stats import average_ranks, spearman
+from registry.context import RunContext
 
 
 def test_ties_share_the_mean_rank():
@@ -26,27 +27,8 @@ def test_spearman_without_ties_is_the_correlation_of_the_orderings():
     assert spearman(x, y) == pytest.approx(np.corrcoef(ra, rb)[0, 1])
 
 
-class _Ctx:
-    """The two context calls optimize() makes."""
-
-    def __init__(self):
-        self.logged = []
-
-    def progress(self, total, desc):
-        import contextlib
-
-        class _Bar:
-            def update(self, n, **kw):
-                pass
-
-        return contextlib.nullcontext(_Bar())
-
-    def log(self, step, **values):
-        self.logged.append((step, values))
-
-
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
-def test_optimize_stops_on_a_loss_that_is_not_finite(bad):
+def test_optimize_stops_on_a_loss_that_is_not_finite(bad, tmp_path):
     import torch
 
     from methods._lib.training import optimize
@@ -58,5 +40,7 @@ def test_optimize_stops_on_a_loss_that_is_not_finite(bad):
     def batch_loss():
         return model.weight.sum() * 0 + next(losses)
 
+    ctx = RunContext(paper="p", profile="smoke", seed=0, device="cpu", out_dir=tmp_path, show_progress=False)
     with pytest.raises(FloatingPointError, match="at step 3"):
-        optimize(model, opt, batch_loss, steps=4, ctx=_Ctx(), desc="t", log_every=1)
+        optimize(model, opt, batch_loss, steps=4, ctx=ctx, desc="t", log_every=1)
+    assert [step for _, step, name, _ in ctx.curves if name == "train_loss"] == [1, 2]

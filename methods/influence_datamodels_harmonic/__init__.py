@@ -22,9 +22,9 @@ coefficients match the degree-1 Fourier coefficients, and that group influences 
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from registry.methods import MethodConfig, Strict, register
 
@@ -51,16 +51,29 @@ class Train(Strict):
     # ridge is cheap: more pairs (the two-rho estimate's noise is ~8 Var / sqrt(pairs), against a
     # residual of ~8% of Var for ridge); None: n_pairs
     n_pairs_ridge: Optional[int] = Field(1_000_000, ge=10)
-    rhos: tuple[float, float] = (0.25, 0.5)
+    rhos: tuple[Annotated[float, Field(gt=0, lt=1)], Annotated[float, Field(gt=0, lt=1)]] = (0.25, 0.5)
     group_size: int = Field(10, ge=1)  # group-influence check: removed group size
     n_groups: int = Field(20, ge=1)
     n_group_bases: int = Field(200, ge=1)  # base subsets per group
+
+    @model_validator(mode="after")
+    def _two_rhos(self):
+        if self.rhos[0] == self.rhos[1]:
+            raise ValueError(f"rhos must be two different correlations (the extrapolation to rho = 0 needs two), "
+                             f"got {list(self.rhos)}")
+        return self
 
 
 class Config(MethodConfig):
     data: Data = Data()
     model: Model = Model()
     train: Train = Train()
+
+    @model_validator(mode="after")
+    def _group_fits(self):
+        if self.train.group_size > self.data.n_train:
+            raise ValueError(f"train.group_size ({self.train.group_size}) exceeds data.n_train ({self.data.n_train})")
+        return self
 
 
 @register("influence-datamodels-harmonic", config=Config)

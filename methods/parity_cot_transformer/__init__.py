@@ -52,7 +52,8 @@ class Train(Strict):
     # end-to-end CoT: differentiate through the generated tokens (False: they are treated like
     # sampled tokens, i.e. as inputs, as in autoregressive generation)
     backprop_through_chain: bool = False
-    sc_tau: float = Field(0.1, gt=0, lt=1)  # informative if mean |x_hat| >= 1 - tau on augmented inputs
+    # informative if mean |x_hat| >= 1 - tau and |mean x_hat| <= tau on augmented inputs
+    sc_tau: float = Field(0.1, gt=0, lt=1)
     solved_loss: float = Field(0.05, gt=0)  # a level / the prediction counts as solved below this loss
     log_every: int = Field(10, ge=1)
 

@@ -13,13 +13,15 @@ Variants (all trained by full-batch gradient descent on the same samples):
              feed-forward link (which can express any k-parity once attention is uniform on
              the support); loss 1/2 (y - y_hat)^2.
   cot     -- end-to-end CoT: the model feeds its own outputs forward (causal mask, k - 1
-             sequential steps), loss = CoT loss (mean over nodes of 1/2 (x_m - x_hat_m)^2),
-             gradients flow through the generated chain.
+             sequential steps), loss = CoT loss (mean over nodes of 1/2 (x_m - x_hat_m)^2);
+             by default (backprop_through_chain: false) the generated tokens are fed forward as
+             inputs without gradient, as sampled tokens would be.
   cot_tf  -- CoT with teacher forcing: every node reads the true intermediate parities.
   cot_sc  -- end-to-end CoT plus self-consistency: a node's generated token is passed on only
              if it is informative on augmented (fresh, unlabelled) inputs, i.e. its outputs
-             there are (nearly) Boolean, mean |x_hat| >= 1 - tau; otherwise the filter iota
-             zeroes it. Levels are generated in parallel (level mask: log2 k steps).
+             there are (nearly) Boolean and balanced, mean |x_hat| >= 1 - tau and
+             |mean x_hat| <= tau; otherwise the filter iota zeroes it. Levels are generated
+             in parallel (level mask: log2 k steps).
 Prediction loss / accuracy are always measured with autoregressive generation (no teacher
 forcing) on held-out inputs.
 """

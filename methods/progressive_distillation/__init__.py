@@ -25,11 +25,15 @@ class Data(Strict):
     # Inputs for the degree-1 probe. None: the held-out set (as the official probing code). A larger
     # dedicated set lowers the probe's noise floor (about 0.5 / sqrt(n) per monomial).
     n_probe: Optional[int] = Field(None, ge=1)
+    # placebo supports: disjoint sets of k further off-support coordinates, probed like the support, so
+    # that a spike of the support can be told from the fluctuations any k coordinates show
+    n_placebo_sets: int = Field(6, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "Data":
-        if self.k + self.n_probe_off > self.n:
-            raise ValueError("need k + n_probe_off <= n")
+        if self.k + self.n_probe_off + self.n_placebo_sets * self.k > self.n:
+            raise ValueError(f"need k + n_probe_off + n_placebo_sets * k <= n, got "
+                             f"{self.k} + {self.n_probe_off} + {self.n_placebo_sets} * {self.k} > {self.n}")
         return self
 
 

@@ -36,12 +36,19 @@ def _acc(model, x, y) -> float:
 
 
 @torch.no_grad()
-def _probe(model, x, support, off, chunk: int = 16384):
-    """Mean |E[chi_i(x) p(y=1|x)]| over degree-1 monomials on / off the support (official probing.py)."""
+def _probe(model, x, support, off, placebos=(), chunk: int = 16384):
+    """Mean |E[chi_i(x) p(y=1|x)]| over degree-1 monomials on / off the support (official probing.py),
+    and over each placebo set of coordinates."""
     p = torch.cat([torch.softmax(model(xb), dim=1)[:, 1] for xb in x.split(chunk)])
     on = monomial_correlations(p, x, [(i,) for i in support]).abs().mean()
     offc = monomial_correlations(p, x, [(i,) for i in off]).abs().mean()
-    return float(on), float(offc)
+    pl = [float(monomial_correlations(p, x, [(i,) for i in g]).abs().mean()) for g in placebos]
+    return float(on), float(offc), pl
+
+
+def spike(excess: list[float]) -> float:
+    """Largest excess over the checkpoints minus the final one (>= 0 by construction)."""
+    return max(excess) - excess[-1]
 
 
 def _steps_to(curve: list[tuple[int, float]], target: float, cap: int) -> float:
@@ -61,13 +68,17 @@ def run_all(cfg, ctx) -> dict[str, float]:
     support = list(range(k))
     off = [int(i) + k for i in torch.randperm(n - k, generator=eval_gen)[: dc.n_probe_off]]
     x_probe = x_test if dc.n_probe is None else _batch(n, k, dc.n_probe, eval_gen, dev)[0]
+    # drawn after every other evaluation draw, so that those stay as they were before placebos existed
+    rest = [i for i in range(k, n) if i not in set(off)]
+    rest = [rest[int(j)] for j in torch.randperm(len(rest), generator=eval_gen)]
+    placebos = [rest[g * k:(g + 1) * k] for g in range(dc.n_placebo_sets)]
 
     # ---- teacher: CE on fresh batches, checkpoints every ckpt_every steps
     teacher = _mlp(n, mc.teacher_width, ctx.seed_for("teacher-init")).to(dev)
     opt = _opt(tc, teacher)
     gen = torch.Generator().manual_seed(ctx.seed_for("teacher-data"))
     ckpts = [copy.deepcopy(teacher.state_dict())]
-    probe = [(0, _acc(teacher, x_test, y_test), *_probe(teacher, x_probe, support, off))]
+    probe = [(0, _acc(teacher, x_test, y_test), *_probe(teacher, x_probe, support, off, placebos))]
     with ctx.progress(tc.teacher_steps, "teacher") as bar:
         for step in range(1, tc.teacher_steps + 1):
             x, y = _batch(n, k, tc.batch_size, gen, dev)
@@ -78,15 +89,19 @@ def run_all(cfg, ctx) -> dict[str, float]:
             bar.update()
             if step % tc.ckpt_every == 0 or step == tc.teacher_steps:  # the final teacher is always kept
                 ckpts.append(copy.deepcopy(teacher.state_dict()))
-                acc, on, offc = _acc(teacher, x_test, y_test), *_probe(teacher, x_probe, support, off)
-                probe.append((step, acc, on, offc))
+                acc, (on, offc, pl) = _acc(teacher, x_test, y_test), _probe(teacher, x_probe, support, off, placebos)
+                probe.append((step, acc, on, offc, pl))
                 ctx.log(step, teacher_acc=acc, teacher_deg1_corr=on, teacher_deg1_corr_off=offc)
 
     out: dict[str, float] = {"teacher_acc": probe[-1][1]}
-    trans = [s for s, a, _, _ in probe if a >= tc.acc_target]
+    trans = [s for s, a, *_ in probe if a >= tc.acc_target]
     out["teacher_steps_to_target"] = float(trans[0]) if trans else float(tc.teacher_steps)
     # degree-1 probe: in-support correlation in excess of the off-support control at the same checkpoint
-    excess = [(step, acc, on - offc) for step, acc, on, offc in probe]
+    excess = [(step, acc, on - offc) for step, acc, on, offc, _ in probe]
+    out["teacher_deg1_spike"] = spike([e for _, _, e in excess])
+    placebo_spikes = [spike([pl[g] - offc for *_, offc, pl in probe]) for g in range(len(placebos))]
+    out["teacher_deg1_spike_placebo"] = sum(placebo_spikes) / len(placebo_spikes)
+    out["teacher_deg1_spike_placebo_max"] = max(placebo_spikes)
     peak = max(excess, key=lambda r: r[2])
     out["teacher_deg1_excess_peak"] = peak[2]
     out["teacher_deg1_excess_peak_step"] = float(peak[0])

@@ -21,9 +21,11 @@ class KernelSD:
         d, V = np.linalg.eigh(K)
         self.d = np.clip(d, 0.0, None)
         self.V = V
-        self.s = self.d / (self.d + lam)  # ridge filter per eigendirection
-        self.inv = V @ np.diag(1.0 / (self.d + lam)) @ V.T  # (K + lam I)^-1
-        self.S = V @ np.diag(self.s) @ V.T  # training-point smoother K (K + lam I)^-1
+        self.s = self.d / (self.d + lam)  # ridge filter per eigendirection (used by the closed forms)
+        # The literal iteration uses (K + lam I)^-1 from a linear solve, not from the eigendecomposition,
+        # so that the closed-form check compares two independent computations.
+        self.inv = np.linalg.solve(K + lam * np.eye(len(X)), np.eye(len(X)))  # (K + lam I)^-1
+        self.S = K @ self.inv  # training-point smoother K (K + lam I)^-1
 
     def predictor(self, x: np.ndarray) -> np.ndarray:
         """A with f(x) = A @ targets for a fit on `targets` at the training inputs."""

@@ -22,15 +22,24 @@ it is exactly 1 - (1 - eta lambda_i)^T; with cross-entropy it is an empirical qu
 """
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from registry.methods import MethodConfig, Strict, register
+
+N_DIGITS = 1797  # sklearn load_digits
 
 
 class Data(Strict):
     n_train: int = Field(300, ge=20)  # per-seed training subset of the 1797 digits
     n_test: int = Field(797, ge=10)  # fixed test set (eval seed)
-    label_noise: float = Field(0.0, ge=0, lt=1)  # fraction of training labels flipped
+    label_noise: float = Field(0.0, ge=0, lt=1)  # probability that a training label is flipped
+
+    @model_validator(mode="after")
+    def _fits_in_digits(self):
+        if self.n_train + self.n_test > N_DIGITS:
+            raise ValueError(f"n_train + n_test = {self.n_train + self.n_test} exceeds the {N_DIGITS} digits "
+                             "(the training subset is drawn from the images outside the test set)")
+        return self
 
 
 class Model(Strict):
@@ -42,7 +51,7 @@ class Train(Strict):
     steps: int = Field(300, ge=1)  # full-batch Adam steps for teacher and every student
     lr: float = Field(0.01, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, gt=0)  # distillation temperature (MLP and linear students)
     switch_frac: float = Field(0.5, ge=0, le=1)  # one-hot for this fraction of steps, then KD
     n_students: int = Field(3, ge=1)  # student initializations per strategy (averaged)
     low_q: float = Field(0.1, gt=0, lt=1)  # teacher-confidence quantile for "unsure" points

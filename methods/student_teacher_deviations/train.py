@@ -12,8 +12,10 @@ from methods._lib.stats import spearman
 def load_split(n_train: int, n_test: int, label_noise: float, eval_seed: int, train_seed: int):
     """Digits: a fixed test set (eval seed, shared by every seed) and a per-seed training subset.
 
-    label_noise flips that fraction of training labels to a uniformly random other class.
-    Features are standardized with the training subset's statistics.
+    Each training label is flipped with probability label_noise to a uniformly random other class.
+    Features are standardized with the training subset's statistics; a pixel that is constant on the
+    training subset carries no information there and is mapped to 0 (dividing by a tiny std would blow
+    the test images that have ink there up to ~1e6).
     """
     from sklearn.datasets import load_digits
 
@@ -22,7 +24,8 @@ def load_split(n_train: int, n_test: int, label_noise: float, eval_seed: int, tr
     te, pool = perm[:n_test], perm[n_test:]
     rng = np.random.default_rng(train_seed)
     tr = rng.choice(pool, size=min(n_train, len(pool)), replace=False)
-    mu, sd = X[tr].mean(0), X[tr].std(0) + 1e-6
+    mu, sd = X[tr].mean(0), X[tr].std(0)
+    sd = np.where(sd > 0, sd + 1e-6, np.inf)
     Xtr, Xte = (X[tr] - mu) / sd, (X[te] - mu) / sd
     ytr_clean, yte = y[tr].copy(), y[te]
     ytr = ytr_clean.copy()
@@ -95,12 +98,13 @@ def input_eigenbasis(X: torch.Tensor, rel_floor: float = 1e-6) -> tuple[torch.Te
 
 
 def eigen_exaggeration(Xtr, ytr, Xte, yte, tc) -> dict[str, float]:
-    """Linear self-distillation by GD; student/teacher weight ratio per input eigendirection."""
+    """Linear self-distillation by GD (distillation at tc.temperature, as for the MLPs); student/teacher
+    weight ratio per input eigendirection."""
     lam, V = input_eigenbasis(Xtr)
     lr = tc.linear_lr_scale / float(lam[0])
     W_t = gd_linear(Xtr, lambda z: one_hot_ce(z, ytr), tc.linear_steps, lr)
-    p_t = soft_targets(Xtr @ W_t)
-    W_s = gd_linear(Xtr, lambda z: kd_loss(z, p_t), tc.linear_steps, lr)
+    p_t = soft_targets(Xtr @ W_t, tc.temperature)
+    W_s = gd_linear(Xtr, lambda z: kd_loss(z, p_t, tc.temperature), tc.linear_steps, lr)
     ratio = (V.T @ W_s).norm(dim=1) / (V.T @ W_t).norm(dim=1)
     q = max(1, int(round(tc.eigen_frac * len(ratio))))
     top, bottom = float(ratio[:q].mean()), float(ratio[-q:].mean())

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from registry.methods import MethodConfig, Strict, register
 
@@ -33,6 +33,13 @@ class Data(Strict):
     # whole classes, so that RFT on the other inputs cannot fix them by generalisation
     low_classes: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, max_length=9)
     high_correct_prob: float = Field(0.3, gt=0, lt=1)  # pretraining target mass on the true label (high-std group)
+
+    @field_validator("low_classes")
+    @classmethod
+    def _digit_classes(cls, v: list[int]) -> list[int]:
+        if any(not 0 <= c <= 9 for c in v) or len(set(v)) != len(v):
+            raise ValueError(f"low_classes must be distinct digit classes 0-9, got {v}")
+        return v
 
 
 class Model(Strict):
@@ -49,7 +56,15 @@ class Train(Strict):
     sft_steps: int = Field(50, ge=0)  # SFT phase of SFT -> RFT (counted inside `steps`)
     sft_frac: float = Field(0.05, gt=0, le=1)  # labelled fraction of train inputs used for that phase
     grad_probe: int = Field(100, ge=1)  # inputs per group for per-input gradient norms
+    path_probes: int = Field(10, ge=2, le=50)  # SFT checkpoints (step 0 + geometric) at which they are probed again
     log_every: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _sft_phase_inside_steps(self):
+        if self.sft_steps >= self.steps:
+            raise ValueError(f"sft_steps ({self.sft_steps}) must be smaller than steps ({self.steps}): "
+                             "the SFT phase of SFT -> RFT is counted inside steps, and RFT must follow it")
+        return self
 
 
 class Config(MethodConfig):

@@ -53,8 +53,12 @@ def expected_reward(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def reward_std(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    v = expected_reward(logits, y)
-    return (v * (1 - v)).clamp_min(0).sqrt()  # Bernoulli reward
+    """std of the Bernoulli reward, sqrt(pi_y (1 - pi_y)), computed in log space: 1 - pi_y formed as a
+    difference would round to 0 once pi_y > 1 - 6e-8 in float32 although the std is ~1e-4 there."""
+    logp = logits.log_softmax(-1)
+    log_py = logp.gather(1, y[:, None]).squeeze(1)
+    log_rest = torch.logsumexp(logp.masked_fill(F.one_hot(y, N_CLASSES).bool(), float("-inf")), -1)
+    return torch.exp(0.5 * (log_py + log_rest))
 
 
 def logit_grad_norm(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -90,13 +94,16 @@ def group_rewards(model, d) -> dict[str, float]:
             "test_reward": float(expected_reward(model(d["Xte"]), d["yte"]).mean())}
 
 
-def finetune(model, d, tc, mode: str, ctx, tag: str, offset: int) -> None:
+def finetune(model, d, tc, mode: str, ctx, tag: str, offset: int, before_step=None) -> None:
     """mode: 'rft' (ascend mean exact expected reward), 'sft' (cross-entropy on true labels),
-    'sft_rft' (tc.sft_steps of SFT on the labelled subset, then RFT on all train inputs)."""
+    'sft_rft' (tc.sft_steps of SFT on the labelled subset, then RFT on all train inputs).
+    before_step(k, model), if given, is called with k = 0 .. steps (k updates done so far)."""
     opt = _opt(tc, model.parameters(), tc.lr)
     X, y = d["X"], d["y"]
     lab = d["labelled"]
     for step in range(1, tc.steps + 1):
+        if before_step is not None:
+            before_step(step - 1, model)
         logits = model(X)
         if mode == "sft" :
             loss = F.cross_entropy(logits, y)
@@ -110,6 +117,13 @@ def finetune(model, d, tc, mode: str, ctx, tag: str, offset: int) -> None:
         if step % tc.log_every == 0 or step == tc.steps:
             r = group_rewards(model, d)
             ctx.log(offset + step, **{f"{tag}_{k}": v for k, v in r.items() if k.startswith("reward")})
+    if before_step is not None:
+        before_step(tc.steps, model)
+
+
+def path_checkpoints(steps: int, n: int) -> list[int]:
+    """Step 0 and about n - 1 further steps spaced geometrically up to `steps` (distinct, sorted)."""
+    return sorted({0, *(int(round(v)) for v in np.geomspace(1, steps, max(1, n - 1)))})
 
 
 def run_all(cfg, ctx) -> dict[str, float]:
@@ -156,14 +170,29 @@ def run_all(cfg, ctx) -> dict[str, float]:
         sall = std[idx].numpy()
         out["grad_std_spearman"] = spearman(gall, sall)
 
+        # ---- the same probe inputs along the SFT run, where each input's std sweeps a continuum
+        # (low group: ~1e-3 up to ~0.5 and down again as pi_y goes from ~0 to ~1; others: 0.46 down)
+        checkpoints = set(path_checkpoints(tc.steps, tc.path_probes))
+        path_g, path_s = [], []
+
+        def probe_path(k: int, net) -> None:
+            if k in checkpoints:
+                with torch.no_grad():
+                    path_s.append(reward_std(net(d["X"][idx]), d["y"][idx]))
+                path_g.append(param_grad_norms(net, d["X"][idx], d["y"][idx]))
+
         # ---- finetuning from the same pretrained point
         state = {k: v.clone() for k, v in model.state_dict().items()}
         for i, mode in enumerate(["rft", "sft", "sft_rft"]):
             model.load_state_dict(state)
-            finetune(model, d, tc, mode, ctx, mode, tc.pretrain_steps + i * tc.steps)
+            finetune(model, d, tc, mode, ctx, mode, tc.pretrain_steps + i * tc.steps,
+                     before_step=probe_path if mode == "sft" else None)
             r = group_rewards(model, d)
             out.update({f"{mode}_{k}": v for k, v in r.items()})
             out[f"{mode}_gain_low"] = r["reward_low"] - out["init_reward_low"]
             out[f"{mode}_gain_high"] = r["reward_high"] - out["init_reward_high"]
             bar.update(tc.steps)
+    ps, pg = torch.cat(path_s), torch.cat(path_g)
+    out["grad_std_spearman_sft_path"] = spearman(pg.numpy(), ps.numpy())
+    out["sft_path_std_min"], out["sft_path_std_max"] = float(ps.min()), float(ps.max())
     return out

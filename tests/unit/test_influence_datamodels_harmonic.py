@@ -5,6 +5,7 @@ import numpy as np
 
 from methods.influence_datamodels_harmonic import Config
 from methods.influence_datamodels_harmonic.train import (
+    FourierAccumulator,
     correlated,
     fit_datamodel,
     fourier_degree1,
@@ -33,6 +34,29 @@ def test_datamodel_weights_equal_scaled_degree1_fourier():
     assert np.allclose(fourier_degree1(S, f, p)[:, 0] / np.sqrt(p * (1 - p)), expected, atol=0.03)
     resid = ((f[:, 0] - theta @ S.T.astype(float) - fit_datamodel(S, f)[0, 0]) ** 2).mean()
     assert abs(resid - 0.49) < 0.015  # mass above degree 1 = 0.7^2
+
+
+def test_streamed_fourier_coefficients_equal_the_batch_estimate():
+    rng = np.random.default_rng(3)
+    p = 0.3
+    chunks = [sample_subsets(rng, m, 6, p) for m in (500, 1, 1200)]
+    acc = FourierAccumulator(6, p)
+    for S in chunks:
+        acc.add(S, _f(S, p))
+    S = np.vstack(chunks)
+    assert np.allclose(acc.coefficients(), fourier_degree1(S, _f(S, p), p), atol=1e-12)
+
+
+def test_config_refuses_unusable_rhos_and_oversized_groups():
+    import pytest
+    from pydantic import ValidationError
+
+    for bad in ([0.5, 0.5], [0.0, 0.5], [0.25, 1.0], [-0.5, 0.5]):
+        with pytest.raises(ValidationError, match="rhos"):
+            Config(train={"rhos": bad})
+    with pytest.raises(ValidationError, match="group_size"):
+        Config(data={"n_train": 8}, train={"group_size": 10})
+    Config(train={"rhos": [0.5, 0.25]})
 
 
 def test_correlated_copy_statistics():

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 
 from methods._lib.boolean import sample_signs  # noqa: E402
 from methods.progressive_distillation import Config  # noqa: E402
-from methods.progressive_distillation.train import _batch, _probe, _steps_to  # noqa: E402
+from methods.progressive_distillation.train import _batch, _probe, _steps_to, spike  # noqa: E402
 
 
 class _Fixed(torch.nn.Module):
@@ -23,10 +23,16 @@ class _Fixed(torch.nn.Module):
 
 def test_probe_sees_degree_one_correlation_on_support_only():
     x = sample_signs(20000, 20, torch.Generator().manual_seed(0))
-    on, off = _probe(_Fixed(2.0), x, support=[0, 1], off=list(range(5, 15)))
+    on, off, pl = _probe(_Fixed(2.0), x, support=[0, 1], off=list(range(5, 15)), placebos=[[0, 2], [3, 4]])
     expected = (torch.sigmoid(torch.tensor(2.0)) - 0.5).item()  # |E[x_0 p]| = (s(2) - s(-2)) / 2
     assert on == pytest.approx(expected / 2, abs=0.01)  # averaged with coordinate 1 (~0)
     assert off < 0.01
+    assert pl[0] == pytest.approx(expected / 2, abs=0.01) and pl[1] < 0.01  # each placebo set on its own
+
+
+def test_spike_is_peak_minus_final():
+    assert spike([0.0, 0.01, 0.004, 0.002]) == pytest.approx(0.008)
+    assert spike([0.0, 0.001, 0.003]) == 0.0  # still rising at the end: no transient spike
 
 
 def test_labels_are_the_parity_of_the_first_k_coordinates():
@@ -44,12 +50,15 @@ def test_steps_to_target_and_censoring():
 def test_config_rejects_too_many_probe_coordinates():
     with pytest.raises(ValueError):
         Config.model_validate({"data": {"n": 10, "k": 6, "n_probe_off": 5}})
+    with pytest.raises(ValueError, match="n_placebo_sets"):
+        Config.model_validate({"data": {"n": 12, "k": 2, "n_probe_off": 4, "n_placebo_sets": 4}})
+    Config.model_validate({"data": {"n": 12, "k": 2, "n_probe_off": 4, "n_placebo_sets": 3}})
 
 
 def test_probe_in_chunks_equals_one_pass():
     x = sample_signs(5000, 20, torch.Generator().manual_seed(2))
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
-    whole = _probe(net, x, support=[0, 1, 2], off=[5, 6, 7], chunk=5000)
-    parts = _probe(net, x, support=[0, 1, 2], off=[5, 6, 7], chunk=777)
-    assert whole == pytest.approx(parts, rel=1e-5, abs=1e-7)
+    whole = _probe(net, x, support=[0, 1, 2], off=[5, 6, 7], placebos=[[8, 9, 10]], chunk=5000)
+    parts = _probe(net, x, support=[0, 1, 2], off=[5, 6, 7], placebos=[[8, 9, 10]], chunk=777)
+    assert [*whole[:2], *whole[2]] == pytest.approx([*parts[:2], *parts[2]], rel=1e-5, abs=1e-7)

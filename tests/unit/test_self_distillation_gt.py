@@ -63,3 +63,20 @@ def test_effective_lambda_inverts_degrees_of_freedom():
     sd, _, _ = _setup()
     dof = float(np.sum(sd.d / (sd.d + 0.7)))
     assert abs(effective_lambda(sd.d, dof) - 0.7) < 1e-6
+
+
+def test_closed_form_check_is_independent_of_the_literal_smoother():
+    # The literal iteration uses a linear solve; the closed form uses the eigendecomposition. A wrong ridge
+    # filter on the closed-form side (penalty 3 lam) must therefore show up as a disagreement.
+    sd, Y, _ = _setup()
+    K = np.exp(-80.0 * (sd.X[:, None] - sd.X[None, :]) ** 2)
+    assert np.allclose(sd.S, K @ np.linalg.inv(K + sd.lam * np.eye(11)), atol=1e-10)
+    x_te = np.linspace(0, 1, 31)
+    A = sd.predictor(x_te)
+    _, ev = distill(sd, Y, [0.3] * 3, A)
+    cs = filter_coeffs(sd.s, [0.3] * 3)
+    good = closed_form_eval(sd, Y, cs[2], 0.3, A)
+    assert np.linalg.norm(good - ev[3]) / np.linalg.norm(ev[3]) < 1e-10
+    bad_s = sd.d / (sd.d + 3 * sd.lam)
+    bad = closed_form_eval(sd, Y, filter_coeffs(bad_s, [0.3] * 3)[2], 0.3, A)
+    assert np.linalg.norm(bad - ev[3]) / np.linalg.norm(ev[3]) > 1e-2

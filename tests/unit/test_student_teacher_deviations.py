@@ -41,6 +41,21 @@ def test_split_is_fixed_test_set_with_requested_label_noise():
     flipped = (a[1] != a[2]).float().mean().item()
     assert 0.13 < flipped < 0.27  # ~20% of labels flipped, always to another class
     assert abs(a[0].mean().item()) < 1e-4  # standardized on the training subset
+    # pixels that are constant (blank) on the 300 training digits are set to 0, not divided by ~0
+    const = a[0].std(0) == 0
+    assert bool(const.any()) and bool((a[3][:, const] == 0).all())
+    assert float(a[3].abs().max()) < 100
+
+
+def test_config_refuses_a_split_larger_than_the_digits():
+    import pytest
+    from pydantic import ValidationError
+
+    from methods.student_teacher_deviations import Config
+
+    with pytest.raises(ValidationError, match="exceeds the 1797 digits"):
+        Config(data={"n_train": 300, "n_test": 1600})
+    Config(data={"n_train": 1000, "n_test": 797})
 
 
 def test_mlp_shapes():

@@ -70,10 +70,14 @@ def fit_datamodel(masks: np.ndarray, f: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(A, f, rcond=None)[0]
 
 
+def characters(masks: np.ndarray, p: float) -> np.ndarray:
+    """The orthonormal p-biased degree-1 characters phi_i(S) = (1[i in S] - p) / sqrt(p (1 - p))."""
+    return (masks.astype(float) - p) / np.sqrt(p * (1 - p))
+
+
 def fourier_degree1(masks: np.ndarray, f: np.ndarray, p: float) -> np.ndarray:
     """Empirical f_hat(i) = E[f(S) phi_i(S)], (n, T)."""
-    phi = (masks.astype(float) - p) / np.sqrt(p * (1 - p))
-    return phi.T @ (f - f.mean(0)) / len(masks)
+    return characters(masks, p).T @ (f - f.mean(0)) / len(masks)
 
 
 class FourierAccumulator:
@@ -81,11 +85,11 @@ class FourierAccumulator:
     fourier_degree1 on the concatenated chunks)."""
 
     def __init__(self, n: int, p: float):
-        self.p, self.n = p, n
+        self.p = p
         self.m, self.sum_phi, self.sum_f, self.sum_phi_f = 0, np.zeros(n), 0.0, 0.0
 
     def add(self, masks: np.ndarray, f: np.ndarray) -> None:
-        phi = (masks.astype(float) - self.p) / np.sqrt(self.p * (1 - self.p))
+        phi = characters(masks, self.p)
         self.m += len(masks)
         self.sum_phi = self.sum_phi + phi.sum(0)
         self.sum_f = self.sum_f + f.sum(0)
@@ -137,7 +141,7 @@ def run_all(cfg, ctx) -> dict[str, float]:
             # ---- noise stability from correlated pairs (no datamodel); the first subset of every pair is a
             # fresh p-biased draw, independent of Sf, and also gives the degree-1 Fourier coefficients
             n_pairs = tc.n_pairs_ridge if (learner == "ridge" and tc.n_pairs_ridge) else tc.n_pairs
-            tot, tot2, cnt = 0.0, 0.0, 0
+            tot2, cnt = 0.0, 0
             cross, sum_a, sum_b = {}, {}, {}
             four = FourierAccumulator(n, p)
             for rho in tc.rhos:
@@ -145,11 +149,11 @@ def run_all(cfg, ctx) -> dict[str, float]:
                 for s0 in range(0, n_pairs, 20000):
                     S = sample_subsets(rng, min(20000, n_pairs - s0), n, p)
                     a, b = f_of(learner, S), f_of(learner, correlated(rng, S, rho, p))
-                    tot, tot2, cnt = tot + a.sum(0) + b.sum(0), tot2 + (a * a).sum(0) + (b * b).sum(0), cnt + 2 * len(S)
+                    tot2, cnt = tot2 + (a * a).sum(0) + (b * b).sum(0), cnt + 2 * len(S)
                     cross[rho] = cross[rho] + (a * b).sum(0)
                     sum_a[rho], sum_b[rho] = sum_a[rho] + a.sum(0), sum_b[rho] + b.sum(0)
                     four.add(S, a)
-            mu = tot / cnt
+            mu = sum(sum_a[r] + sum_b[r] for r in tc.rhos) / cnt
             var = tot2 / cnt - mu ** 2
             # each rho centred on its own pairs: centring on the mean pooled over both rhos adds
             # mu * (m_rho - m_pooled) per rho, and the extrapolation multiplies that zero-mean noise by ~10

@@ -69,7 +69,8 @@ def run_all(cfg, ctx) -> dict[str, float]:
     off = [int(i) + k for i in torch.randperm(n - k, generator=eval_gen)[: dc.n_probe_off]]
     x_probe = x_test if dc.n_probe is None else _batch(n, k, dc.n_probe, eval_gen, dev)[0]
     # drawn after every other evaluation draw, so that those stay as they were before placebos existed
-    rest = [i for i in range(k, n) if i not in set(off)]
+    off_set = set(off)
+    rest = [i for i in range(k, n) if i not in off_set]
     rest = [rest[int(j)] for j in torch.randperm(len(rest), generator=eval_gen)]
     placebos = [rest[g * k:(g + 1) * k] for g in range(dc.n_placebo_sets)]
 

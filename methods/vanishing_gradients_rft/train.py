@@ -172,8 +172,9 @@ def run_all(cfg, ctx) -> dict[str, float]:
 
         # ---- the same probe inputs along the SFT run, where each input's std sweeps a continuum
         # (low group: ~1e-3 up to ~0.5 and down again as pi_y goes from ~0 to ~1; others: 0.46 down)
-        checkpoints = set(path_checkpoints(tc.steps, tc.path_probes))
-        path_g, path_s = [], []
+        # (step 0 is the pretrained point, probed just above)
+        checkpoints = set(path_checkpoints(tc.steps, tc.path_probes)) - {0}
+        path_g, path_s = [torch.cat([gl, gh])], [std[idx]]
 
         def probe_path(k: int, net) -> None:
             if k in checkpoints:

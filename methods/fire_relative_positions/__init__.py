@@ -9,7 +9,10 @@ encoding in ``model.encodings`` (FIRE, RoPE, T5 RPE, ALiBi, Kerple-log, NoPE; se
 with the encoding as its only position information) on identical data and reports per-token eval loss at every
 evaluation length: ``{encoding}_loss_len{n}`` (all tokens) and ``{encoding}_longloss_len{n}``
 (topic tokens and tokens inside a copied span, which only earlier context predicts; with copy_prob 0,
-as in every profile, the topic tokens only).
+as in every profile, the topic tokens only). With copy_prob 0 it also reports the Bayes-optimal topic-token
+loss of every evaluation set, ``ideal_longloss_len{n}``, and for every length n beyond the training length
+``{encoding}_context_gain_len{n}``: the fall of the model's topic-token loss from the training length to n as
+a fraction of the ideal fall (0 for a model that does not use the longer context).
 """
 from __future__ import annotations
 

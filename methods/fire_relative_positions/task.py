@@ -21,6 +21,7 @@ generalizes in length has the same per-token loss at every length.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -108,3 +109,32 @@ class CopyMarkovSource:
             src = torch.where(active, src + 1, src)
             rem = torch.where(active, rem - 1, rem)
         return LMBatch(x, is_copy, is_topic)
+
+    def ideal_topic_nll(self, batch: LMBatch) -> torch.Tensor:
+        """Bayes-optimal next-token NLL (nats) of every topic token given the tokens before it, shape
+        (B, n-1) aligned with the targets ``tokens[:, 1:]``; NaN where the target is not a topic token.
+
+        A position is a topic draw with probability ``topic_prob`` whatever came before, and the topic ids
+        never occur otherwise, so -log topic_prob is unavoidable. If k distinct topic ids have appeared so far,
+        the sequence's set holds them plus topic_size - k ids drawn uniformly from the topic_vocab - k
+        others: a seen id has probability 1 / topic_size, an unseen one (topic_size - k) / topic_size /
+        (topic_vocab - k). The further back a model can use the context, the closer it can get to this.
+        Defined for copy_prob = 0 only (a copied span suspends the topic draws)."""
+        if self.copy_prob > 0 or self.topic_prob <= 0:
+            raise ValueError("the ideal topic-token loss is defined for copy_prob = 0 and topic_prob > 0")
+        S, Vt = self.topic_size, self.topic_vocab
+        B, n = batch.tokens.shape
+        out = torch.full((B, n - 1), float("nan"), dtype=torch.float64)
+        pos = torch.arange(n)
+        for r in range(B):
+            top = batch.topic[r]
+            ids = batch.tokens[r][top] - self.V
+            first = torch.full((Vt,), n, dtype=torch.long).scatter_reduce(0, ids, pos[top], "amin")
+            seen_first = first[first < n].sort().values
+            t = pos[1:][top[1:]]  # target positions holding a topic token
+            a = batch.tokens[r, t] - self.V
+            k = torch.searchsorted(seen_first, t).double()  # distinct ids strictly before t
+            seen = first[a] < t
+            p = torch.where(seen, torch.full_like(k, 1.0 / S), (S - k) / S / (Vt - k))
+            out[r, t - 1] = -math.log(self.topic_prob) - torch.log(p)
+        return out

@@ -61,7 +61,35 @@ def evaluate(model, sets: dict[int, LMBatch], bs: int, device) -> dict[str, floa
     return out
 
 
-def _train_one(encoding: str, cfg, ctx, source, eval_sets) -> dict[str, float]:
+def ideal_longloss(source: CopyMarkovSource, sets: dict[int, LMBatch]) -> dict[int, float]:
+    """The Bayes-optimal mean topic-token loss of every evaluation set (the reference for ``context_gain``);
+    empty when it is not defined (copying on, or no topic tokens)."""
+    if source.copy_prob > 0 or source.topic_prob <= 0:
+        return {}
+    out = {}
+    for n, data in sets.items():
+        nll = source.ideal_topic_nll(data)
+        nll = nll[~nll.isnan()]
+        if nll.numel():
+            out[n] = float(nll.mean())
+    return out
+
+
+def context_gain(longloss: dict[int, float], ideal: dict[int, float], train_len: int) -> dict[int, float]:
+    """For every evaluation length n beyond the training length: the fall of a model's topic-token loss from
+    the training length to n as a fraction of the ideal predictor's fall on the same sequences. 1 = the
+    model gains from the extra context as much as the ideal predictor; 0 = it gains nothing (a model that
+    ignores the context beyond some window, or that attends only locally); negative = it gets worse."""
+    if train_len not in longloss or train_len not in ideal:
+        return {}
+    out = {}
+    for n in sorted(longloss):
+        if n > train_len and n in ideal and ideal[train_len] - ideal[n] > 1e-9:
+            out[n] = (longloss[train_len] - longloss[n]) / (ideal[train_len] - ideal[n])
+    return out
+
+
+def _train_one(encoding: str, cfg, ctx, source, eval_sets, ideal) -> dict[str, float]:
     d, mc, tc = cfg.data, cfg.model, cfg.train
     device = torch.device(ctx.device)
     model = build_model(encoding, mc, source.n_tokens)
@@ -80,6 +108,9 @@ def _train_one(encoding: str, cfg, ctx, source, eval_sets) -> dict[str, float]:
     train_s = time.perf_counter() - t0
     final = evaluate(model, eval_sets, tc.eval_batch_size, device)
     ctx.log(tc.steps, **{f"{encoding}_{k}": v for k, v in final.items()})
+    longloss = {n: final[f"longloss_len{n}"] for n in eval_sets}
+    for n, g in context_gain(longloss, ideal, d.train_len).items():
+        final[f"context_gain_len{n}"] = g
     final["final_train_loss"] = lv
     final["train_seconds"] = train_s
     if encoding == "fire":
@@ -94,6 +125,7 @@ def run_all(cfg, ctx) -> dict[str, float]:
     source = make_source(d)
     eg = _gen(ctx.seed_for("eval"))
     eval_sets = {n: source.sample(eg, d.eval_sequences, n) for n in sorted(set(d.eval_lengths))}
+    ideal = ideal_longloss(source, eval_sets)
     metrics: dict[str, float] = {}
     # the encodings are independent parts of a seed (see __init__._parts); the source's own numbers and
     # the sample file come with the first one
@@ -102,9 +134,10 @@ def run_all(cfg, ctx) -> dict[str, float]:
         metrics["markov_entropy"] = source.markov_entropy()
         for n, s in eval_sets.items():
             metrics[f"longrange_fraction_len{n}"] = float((s.copy | s.topic)[:, 1:].float().mean())
+        metrics.update({f"ideal_longloss_len{n}": v for n, v in ideal.items()})
     for enc in cfg.model.encodings:
         if ctx.runs(enc):
-            metrics.update(_train_one(enc, cfg, ctx, source, eval_sets))
+            metrics.update(_train_one(enc, cfg, ctx, source, eval_sets, ideal))
     if first:
         ctx.write_json("samples.json", {"example_tokens": eval_sets[min(eval_sets)].tokens[0].tolist()})
     return metrics

@@ -12,6 +12,7 @@ from methods._lib import relpos  # noqa: E402
 from methods._lib.seq_transformer import DecoderOnlyTransformer  # noqa: E402
 from methods.fire_relative_positions import Config  # noqa: E402
 from methods.fire_relative_positions.task import CopyMarkovSource  # noqa: E402
+from methods.fire_relative_positions import train  # noqa: E402
 from methods.fire_relative_positions.train import build_model, token_nll  # noqa: E402
 
 
@@ -70,6 +71,48 @@ def test_topic_tokens_have_their_own_ids_and_the_chain_skips_them():
         assert len(set(x[r][top[r]].tolist())) <= 5  # one topic set per sequence
         markov = x[r][~top[r]]  # the chain continues from its last Markov token
         assert bool((src.trans[markov[:-1], markov[1:]] > 0).all())
+
+
+def test_ideal_topic_nll_is_the_bayes_predictor_of_the_topic_tokens():
+    src = _source(topic_vocab=12, topic_size=4, topic_prob=0.3, copy_prob=0.0)
+    b = src.sample(torch.Generator().manual_seed(5), 6, 40)
+    got = src.ideal_topic_nll(b)
+    assert got.shape == (6, 39)
+    for r in range(6):
+        seen: set[int] = set()
+        for t in range(40):
+            tok = int(b.tokens[r, t])
+            if t >= 1:
+                if b.topic[r, t]:
+                    k = len(seen)
+                    p = 1 / 4 if tok in seen else (4 - k) / 4 / (12 - k)  # the k seen ids are in the set
+                    assert float(got[r, t - 1]) == pytest.approx(-math.log(0.3) - math.log(p), rel=1e-12)
+                else:
+                    assert math.isnan(float(got[r, t - 1]))
+            if b.topic[r, t]:
+                seen.add(tok)
+    # the topic tokens are the only ones it scores; a sequence's first token is context, never a target
+    assert torch.equal(~got.isnan(), b.topic[:, 1:])
+    with pytest.raises(ValueError, match="copy_prob"):
+        _source(topic_vocab=12, topic_size=4, topic_prob=0.3, copy_prob=0.1).ideal_topic_nll(b)
+
+
+def test_ideal_topic_loss_falls_with_context_length():
+    src = _source(topic_vocab=32, topic_size=8, topic_prob=0.5, copy_prob=0.0)
+    g = torch.Generator().manual_seed(0)
+    ideal = train.ideal_longloss(src, {n: src.sample(g, 64, n) for n in (64, 256)})
+    floor, blind = math.log(2) + math.log(8), math.log(2) + math.log(32)  # set known / context ignored
+    assert floor < ideal[256] < ideal[64] < blind
+    assert ideal[64] - ideal[256] > 0.25  # a 0.37-nat fall on these sets (the cpu claim's reference)
+
+
+def test_context_gain_is_a_fraction_of_the_ideal_fall():
+    ideal = {64: 3.2, 128: 3.0, 256: 2.8}
+    gain = train.context_gain({64: 3.9, 128: 3.8, 256: 3.9}, ideal, 64)
+    assert gain == pytest.approx({128: 0.5, 256: 0.0})  # only lengths beyond the training length
+    assert train.context_gain({64: 3.9, 256: 4.1}, ideal, 64)[256] == pytest.approx(-0.5)
+    assert train.context_gain({128: 3.9, 256: 3.8}, ideal, 64) == {}  # no loss at the training length
+    assert train.context_gain({64: 3.9, 256: 3.8}, {64: 3.0, 256: 3.0}, 64) == {}  # no ideal fall to compare
 
 
 def test_markov_entropy():

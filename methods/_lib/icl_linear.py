@@ -233,6 +233,55 @@ def line_search_gd_lr(X: Tensor, Y: Tensor, xq: Tensor, yq: Tensor, steps: int =
     return math.exp((lo + hi) / 2)
 
 
+def gd_predict_lrs(X: Tensor, Y: Tensor, xq: Tensor, lrs: Tensor) -> Tensor:
+    """GD from W0 = 0 on 1/(2N) sum ||W x_j - y_j||^2 with step size ``lrs[k]`` at step k (one step per
+    entry); returns W xq (B,o). Differentiable in ``lrs``."""
+    N = X.shape[1]
+    W = torch.zeros(X.shape[0], Y.shape[-1], X.shape[-1], device=X.device, dtype=X.dtype)
+    for lr in lrs:
+        resid = torch.einsum("bod,bnd->bno", W, X) - Y
+        W = W - lr * torch.einsum("bno,bnd->bod", resid, X) / N
+    return torch.einsum("bod,bd->bo", W, xq)
+
+
+def line_search_gd_lrs(X: Tensor, Y: Tensor, xq: Tensor, yq: Tensor, steps: int,
+                       init_lr: float | None = None, iters: int = 100) -> list[float]:
+    """One step size per GD step, minimising the query loss of ``steps``-step GD on the given tasks: a
+    stronger baseline than one shared step size (``line_search_gd_lr``), which a K-layer model with its own
+    weights per layer gets for free. L-BFGS on the step sizes, started from step sizes spread evenly from
+    0.5 lr to 1.5 lr, lr the shared line-searched value; the shared value is kept if it does better on these
+    tasks. The GD iterate is a polynomial in the context covariance whose roots are the 1 / lr_k, so the loss
+    does not depend on the order of the step sizes, and equal step sizes are a stationary point in the
+    directions that make them unequal: a start there would stay there."""
+    X, Y, xq, yq = (t.double() for t in (X, Y, xq, yq))
+    if init_lr is None:
+        init_lr = line_search_gd_lr(X, Y, xq, yq, steps=steps)
+    shared = torch.full((steps,), float(init_lr), dtype=torch.float64)
+    if steps == 1:  # the shared line search is already exact
+        return shared.tolist()
+
+    def loss(lrs: Tensor) -> Tensor:
+        return half_sq_loss(gd_predict_lrs(X, Y, xq, lrs), yq)
+
+    lrs = (float(init_lr) * torch.linspace(0.5, 1.5, steps, dtype=torch.float64)).requires_grad_(True)
+    opt = torch.optim.LBFGS([lrs], lr=1.0, max_iter=iters, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-12, tolerance_change=1e-15)
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        value = loss(lrs)
+        value.backward()
+        return value
+
+    opt.step(closure)
+    found = lrs.detach()
+    with torch.no_grad():
+        value, base = float(loss(found)), float(loss(shared))
+    if math.isfinite(value) and bool(torch.isfinite(found).all()) and value < base:
+        return found.tolist()
+    return shared.tolist()
+
+
 # --------------------------------------------------------------------------- analysis
 def alignment(f: Callable[[Tensor], Tensor], g: Callable[[Tensor], Tensor], tokens: Tensor,
               d: int, chunk: int = 4096) -> dict[str, float]:

@@ -11,8 +11,10 @@ from methods._lib.icl_linear import (
     build_tokens,
     gd_lsa_weights,
     gd_predict,
+    gd_predict_lrs,
     half_sq_loss,
     line_search_gd_lr,
+    line_search_gd_lrs,
     ols_predict,
     sample_tasks,
 )
@@ -141,6 +143,10 @@ def _multilayer(cfg, ctx, K: int, ev, ev_tokens, ls, device) -> dict[str, float]
     gd_lr = line_search_gd_lr(ls["X"], ls["Y"], ls["xq"], ls["yq"], steps=K)
     loss_gd = float(half_sq_loss(gd_predict(ev["X"].double(), ev["Y"].double(), ev["xq"].double(), gd_lr, K),
                                  ev["yq"].double()))
+    # K GD steps with a step size of their own each (fitted on the line-search tasks)
+    lrs = line_search_gd_lrs(ls["X"], ls["Y"], ls["xq"], ls["yq"], steps=K, init_lr=gd_lr)
+    loss_gd_ps = float(half_sq_loss(gd_predict_lrs(ev["X"].double(), ev["Y"].double(), ev["xq"].double(),
+                                                   torch.tensor(lrs, dtype=torch.float64)), ev["yq"].double()))
     g_init = torch.Generator(device="cpu").manual_seed(ctx.seed_for(f"init-ml{K}"))
     model = LSAStack(dc.d, dc.out_dim, K, key_size=mc.key_size, n_heads=mc.n_heads, share_weights=False)
     model.reset_parameters(tc.init_scale / K, g_init)  # official code divides the init scale by K
@@ -167,6 +173,9 @@ def _multilayer(cfg, ctx, K: int, ev, ev_tokens, ls, device) -> dict[str, float]
         f"ml{K}_loss_gd": loss_gd,
         f"ml{K}_rel_gap_gd": (loss_lsa - loss_gd) / loss_gd,
         f"ml{K}_gd_lr": gd_lr,
+        f"ml{K}_loss_gd_perstep": loss_gd_ps,
+        f"ml{K}_rel_gap_gd_perstep": (loss_lsa - loss_gd_ps) / loss_gd_ps,
+        **{f"ml{K}_gd_perstep_lr{k + 1}": lr for k, lr in enumerate(lrs)},
         f"ml{K}_pred_cosine": al["pred_cosine"],
         f"ml{K}_sensitivity_cosine": al["sensitivity_cosine"],
         f"ml{K}_logcond_in": _log_cond(ev["X"]),

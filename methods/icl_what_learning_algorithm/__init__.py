@@ -8,7 +8,8 @@ fixed set of evaluation tasks shared by all seeds its prediction for ``x_{k+1}``
 in-context examples is compared with textbook predictors computed on the same prefix:
 min-norm least squares (OLS), ridge with the Bayes-optimal ``lambda = sigma^2 / tau^2``, one
 step of batch gradient descent from w = 0 (learning rate line-searched per k on separate
-tasks) and 3-nearest-neighbours (uniform). Metrics (Sec. 4.1), both divided by d:
+tasks), 3-nearest-neighbours (uniform) and the zero predictor (always 0: where a model that
+learned nothing sits; ``*_zero``). Metrics (Sec. 4.1), both divided by d:
 
 * SPD: squared prediction difference ``E (A1(D)(x') - A2(D)(x'))^2``;
 * ILWD: implicit linear weight difference ``E ||w_A1 - w_A2||^2`` where ``w_A`` is the least-squares

@@ -146,7 +146,9 @@ def evaluate(model: ICLTransformer, cfg, ev: dict, probes: Tensor, gd_lrs: list[
     if noise_std > 0:
         lam = noise_std ** 2 / dc.w_std ** 2  # Bayes-optimal ridge parameter sigma^2 / tau^2
         lams = {"ridge_bayes": lam, "ridge_small": lam / dc.ridge_factor, "ridge_large": lam * dc.ridge_factor}
-    names = ["ols", "gd", "knn", *lams]
+    # "zero" (always predict 0) is the reference a model that learned nothing sits at: a claim that the model
+    # is closer to one algorithm than to another can also hold for it (e.g. one GD step shrinks towards 0)
+    names = ["ols", "gd", "knn", *lams, "zero"]
     out: dict[str, list[float]] = {f"spd_{a}": [] for a in names}
     out.update({f"ilwd_{a}": [] for a in names})
     out.update({f"mse_{a}": [] for a in ["icl", *names]})
@@ -165,6 +167,7 @@ def evaluate(model: ICLTransformer, cfg, ev: dict, probes: Tensor, gd_lrs: list[
             preds["gd"] = gd_predict(Xc, Yc, xq, gd_lrs[k], 1)[:, 0]
             ws["gd"] = gd_lrs[k] * (Xc * Yc).sum(1) / k
             preds["knn"] = knn_predict(Xc, Yc, xq[:, None])[:, 0]
+            preds["zero"], ws["zero"] = torch.zeros_like(yq), torch.zeros_like(xq)
         out["mse_icl"].append(float(((icl[:, k] - yq) ** 2).mean()))
         for a in names:
             out[f"spd_{a}"].append(float(((icl[:, k] - preds[a]) ** 2).mean()) / d)

@@ -58,6 +58,12 @@ class Train(Strict):
     # further covariance-shift evaluation sets (eval_tasks tasks each, shared by all seeds) on which the
     # 20/5-loop ratio is also measured: how much the shift claim depends on which tasks were drawn; 0: off
     ood_cov_extra_draws: int = Field(0, ge=0, le=50)
+    # u probe: restart training from the trained looped model with u moved away from 0 (to u_rel =
+    # u_probe_rel, a random direction) for u_probe_steps steps on fresh tasks; does u return to 0? (u starts
+    # at exactly 0 and, by the prior's w -> -w symmetry, gets no pull away from it, so u_rel alone cannot
+    # show that 0 attracts u.) 0: off
+    u_probe_steps: int = Field(0, ge=0)
+    u_probe_rel: float = Field(0.3, gt=0)
     log_every: int = Field(100, ge=1)
 
 
@@ -70,6 +76,8 @@ class Config(MethodConfig):
     def _check(self) -> "Config":
         if self.train.max_test_loops < self.model.n_loops:
             raise ValueError("train.max_test_loops must be >= model.n_loops")
+        if self.train.u_probe_steps and not self.model.train_u:
+            raise ValueError("train.u_probe_steps needs model.train_u (the probe trains u)")
         return self
 
 

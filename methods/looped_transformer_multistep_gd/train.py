@@ -128,6 +128,7 @@ def run_all(cfg, ctx) -> dict[str, float]:
         ctx.log(t + 1, **{f"loss_vs_loops_{k}": v[t] for k, v in curves.items()})
     out["loss_looped"] = curves["id"][L - 1]
     out["looped_minus_pgd"] = out["loss_looped"] - out["loss_pgd"]
+    out["looped_pgd_ratio"] = out["loss_looped"] / out["loss_pgd"]
     for k, v in curves.items():
         out[f"{k}_loss_at_train_loops"] = v[L - 1]
         out[f"{k}_loss_at_max_loops"] = v[T - 1]
@@ -156,8 +157,7 @@ def run_all(cfg, ctx) -> dict[str, float]:
     out["looped_sym_loss_ratio"] = sym["id"][L - 1] / out["loss_looped"]
     out["looped_sym_id_loop_ratio"] = sym["id"][T - 1] / sym["id"][L - 1]
     out["looped_sym_ood_cov_loop_ratio"] = sym["ood_cov"][T - 1] / sym["ood_cov"][L - 1]
-    u = looped.u[0].detach().double()
-    out["u_rel"] = math.sqrt(float(u @ S @ u) / float((ev["yq"].double() ** 2).mean()))
+    out["u_rel"] = u_rel(looped, S, ev)
 
     if mc.compare_untied:
         multi = RestrictedLinearAttention(dc.d, L, tied=False, train_u=mc.train_u)
@@ -165,4 +165,33 @@ def run_all(cfg, ctx) -> dict[str, float]:
         train_restricted(multi, sample, tc, ctx, "multilayer")
         out["loss_multilayer"] = depth_losses(multi, ev, L)[-1]
         out["looped_vs_multilayer_rel"] = (out["loss_looped"] - out["loss_multilayer"]) / out["loss_multilayer"]
+    if tc.u_probe_steps:  # last: its own generators, nothing above depends on it
+        out.update(u_probe(looped, dc, tc, S, ev, ctx))
+    return out
+
+
+def u_rel(model: RestrictedLinearAttention, S: torch.Tensor, ev: dict) -> float:
+    """Size of the (tied) u-term relative to the labels: sqrt(u^T Sigma u / E[y_q^2])."""
+    u = model.u[0].detach().double()
+    return math.sqrt(float(u @ S @ u) / float((ev["yq"].double() ** 2).mean()))
+
+
+def u_probe(looped: RestrictedLinearAttention, dc, tc, S: torch.Tensor, ev: dict, ctx) -> dict[str, float]:
+    """Is u = 0 attracting? A copy of the trained looped model with u moved to u_rel = tc.u_probe_rel (random
+    direction) is trained again for tc.u_probe_steps steps (same optimiser and schedule, fresh tasks).
+    Reports u_rel before and after, and the normalised loss before and after (at the trained loop count)."""
+    probe = RestrictedLinearAttention(dc.d, looped.n_layers, tied=True, train_u=True)
+    g = torch.Generator().manual_seed(ctx.seed_for("u-probe"))
+    z = torch.randn(dc.d, generator=g, dtype=torch.float64)
+    ref = float((ev["yq"].double() ** 2).mean())
+    z = z * (tc.u_probe_rel * math.sqrt(ref / float(z @ S @ z)))
+    with torch.no_grad():
+        probe.A.copy_(looped.A)
+        probe.u[0].copy_(z.to(probe.u.dtype))
+    L = looped.n_layers
+    out = {"u_probe_rel_start": u_rel(probe, S, ev), "u_probe_loss_start": depth_losses(probe, ev, L)[-1]}
+    sample = _sampler(dc, S, dc.n_context, torch.Generator().manual_seed(ctx.seed_for("u-probe-data")))
+    train_restricted(probe, sample, tc.model_copy(update={"steps": tc.u_probe_steps}), ctx, "u_probe")
+    out["u_probe_rel_end"] = u_rel(probe, S, ev)
+    out["u_probe_loss_end"] = depth_losses(probe, ev, L)[-1]
     return out

@@ -38,3 +38,25 @@ def test_eval_every_must_be_a_multiple_of_log_every():
     Config.model_validate({"train": {"log_every": 25, "eval_every": 0}})
     with pytest.raises(ValidationError, match="multiple of log_every"):
         Config.model_validate({"train": {"log_every": 20, "eval_every": 25}})
+
+
+def test_per_step_gd_step_sizes_beat_a_shared_one_and_find_the_grid_optimum():
+    from methods._lib.icl_linear import gd_predict_lrs, half_sq_loss, line_search_gd_lr, line_search_gd_lrs
+
+    g = torch.Generator().manual_seed(0)
+    b = sample_tasks(3000, 3, 5, generator=g, x_dist="uniform", x_low=-0.5, x_high=0.5)
+    X, Y, xq, yq = (b[k].double() for k in ("X", "Y", "xq", "yq"))
+    # equal step sizes are plain K-step GD
+    assert torch.allclose(gd_predict_lrs(X, Y, xq, torch.tensor([0.7, 0.7, 0.7], dtype=torch.float64)),
+                          gd_predict(X, Y, xq, 0.7, 3))
+    shared = line_search_gd_lr(X, Y, xq, yq, steps=2)
+    lrs = line_search_gd_lrs(X, Y, xq, yq, steps=2, init_lr=shared)
+
+    def loss(v):
+        return float(half_sq_loss(gd_predict_lrs(X, Y, xq, torch.tensor(v, dtype=torch.float64)), yq))
+
+    assert loss(lrs) < loss([shared, shared]) - 1e-4  # the shared value is a saddle, not the optimum
+    grid = torch.linspace(0.5, 3 * shared, 60).tolist()
+    best = min(loss([a, c]) for a in grid for c in grid)
+    assert loss(lrs) <= best + 1e-6
+    assert line_search_gd_lrs(X, Y, xq, yq, steps=1, init_lr=shared) == [shared]

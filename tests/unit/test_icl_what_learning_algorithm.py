@@ -96,6 +96,14 @@ def test_metrics_identify_ols():
         assert out["spd_ols"][k] < 1e-8 and out["ilwd_ols"][k] < 1e-8
         assert out["spd_gd"][k] > 1e-2 and out["spd_knn"][k] > 1e-2
     assert out["mse_ols"][5] < 1e-8  # noiseless, k = 5 > d
+    # the zero predictor: SPD to it is the model's own mean squared prediction / d, its MSE the labels' second moment
+    icl = _OLSModel().predict_all(ev["X"], ev["Y"]).double()
+    for k in range(1, 6):
+        assert out["spd_zero"][k] == pytest.approx(float((icl[:, k] ** 2).mean()) / 3, rel=1e-9)
+        assert out["ilwd_zero"][k] == pytest.approx(out["ilwd_ols"][k] + float(
+            (linear_weights(ev["X"][:20, :k].double(), ev["Y"][:20, :k].double(), 0.0) ** 2).sum(-1).mean()) / 3,
+            abs=1e-6)
+        assert out["mse_zero"][k] == pytest.approx(float((ev["Y"][:, k, 0].double() ** 2).mean()), rel=1e-9)
 
 
 def test_noisy_model_trains_for_its_own_steps(tmp_path):

@@ -118,3 +118,37 @@ def test_pgd_loop_ratio_is_below_one_when_the_step_is_stable():
     out = _gd_baselines(dc, S, ev, ls, steps=3, more_steps=10, shifted=_sampler(dc, S_ood, dc.n_context, g)(300))
     assert out["pgd_id_loop_ratio"] < 0.1 and out["pgd_ood_cov_loop_ratio"] < 1.0
     assert "pgd_id_loop_ratio" not in _gd_baselines(dc, S, ev, ls, steps=3)
+
+
+def test_u_probe_leaves_the_other_metrics_alone_and_starts_at_the_requested_size():
+    kw = dict(data=dict(d=3, n_context=8, ood_n_context=12), model=dict(n_loops=2, compare_untied=False))
+    train = dict(steps=5, batch_size=16, eval_tasks=64, max_test_loops=4, log_every=5)
+    base = run_all(Config(**kw, train=train), _Ctx())
+    out = run_all(Config(**kw, train=train | {"u_probe_steps": 3, "u_probe_rel": 0.4}), _Ctx())
+    assert {k: out[k] for k in base} == base  # the probe runs last, on generators of its own
+    assert set(out) - set(base) == {"u_probe_rel_start", "u_probe_rel_end", "u_probe_loss_start", "u_probe_loss_end"}
+    assert out["u_probe_rel_start"] == pytest.approx(0.4, rel=1e-6)
+    assert out["u_probe_rel_end"] != out["u_probe_rel_start"]  # the probe trained u
+    with pytest.raises(ValueError, match="train_u"):
+        Config(model=dict(train_u=False), train=dict(u_probe_steps=10))
+
+
+def test_u_returns_to_zero_from_the_preconditioned_gd_solution():
+    """At A = c Sigma^-1 (the idealised looped solution) a u moved away from 0 is pulled back by training,
+    while with u frozen it would stay: what u-returns-to-zero-after-perturbation measures."""
+    from methods.looped_transformer_multistep_gd.train import u_probe
+
+    cfg = Config(data=dict(d=3, n_context=20), model=dict(n_loops=3, compare_untied=False),
+                 train=dict(steps=1, batch_size=256, lr=0.01, u_probe_steps=300, u_probe_rel=0.3))
+    dc, tc = cfg.data, cfg.train
+    S, _ = _covariances(dc)
+    g = torch.Generator().manual_seed(0)
+    ev, ls = _sampler(dc, S, dc.n_context, g)(2000), _sampler(dc, S, dc.n_context, g)(2000)
+    lr = _gd_baselines(dc, S, ev, ls, steps=3)["pgd_lr"]
+    model = RestrictedLinearAttention(dc.d, 3, tied=True)
+    with torch.no_grad():
+        model.A.copy_((lr * torch.linalg.inv(S)).float().unsqueeze(0))
+    out = u_probe(model, dc, tc, S, ev, _Ctx())
+    assert out["u_probe_rel_start"] == pytest.approx(0.3, rel=1e-6)
+    assert out["u_probe_rel_end"] < 0.1
+    assert out["u_probe_loss_end"] < out["u_probe_loss_start"]

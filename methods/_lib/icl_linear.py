@@ -176,12 +176,7 @@ def gd_lsa_weights(d: int, out_dim: int, n_context: int, lr: float) -> tuple[Ten
 # --------------------------------------------------------------------------- baselines
 def gd_predict(X: Tensor, Y: Tensor, xq: Tensor, lr: float | Tensor, steps: int = 1) -> Tensor:
     """``steps`` GD steps from W0 = 0 on 1/(2N) sum ||W x_j - y_j||^2; returns W xq (B,o)."""
-    N = X.shape[1]
-    W = torch.zeros(X.shape[0], Y.shape[-1], X.shape[-1], device=X.device, dtype=X.dtype)
-    for _ in range(steps):
-        resid = torch.einsum("bod,bnd->bno", W, X) - Y
-        W = W - lr * torch.einsum("bno,bnd->bod", resid, X) / N
-    return torch.einsum("bod,bd->bo", W, xq)
+    return gd_predict_lrs(X, Y, xq, [lr] * steps)
 
 
 def ridge_predict(X: Tensor, Y: Tensor, xq: Tensor, lam: float = 0.0) -> Tensor:
@@ -233,9 +228,9 @@ def line_search_gd_lr(X: Tensor, Y: Tensor, xq: Tensor, yq: Tensor, steps: int =
     return math.exp((lo + hi) / 2)
 
 
-def gd_predict_lrs(X: Tensor, Y: Tensor, xq: Tensor, lrs: Tensor) -> Tensor:
+def gd_predict_lrs(X: Tensor, Y: Tensor, xq: Tensor, lrs) -> Tensor:
     """GD from W0 = 0 on 1/(2N) sum ||W x_j - y_j||^2 with step size ``lrs[k]`` at step k (one step per
-    entry); returns W xq (B,o). Differentiable in ``lrs``."""
+    entry of a sequence or 1-d tensor); returns W xq (B,o). Differentiable in ``lrs``."""
     N = X.shape[1]
     W = torch.zeros(X.shape[0], Y.shape[-1], X.shape[-1], device=X.device, dtype=X.dtype)
     for lr in lrs:

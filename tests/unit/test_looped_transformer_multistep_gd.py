@@ -134,8 +134,8 @@ def test_u_probe_leaves_the_other_metrics_alone_and_starts_at_the_requested_size
 
 
 def test_u_returns_to_zero_from_the_preconditioned_gd_solution():
-    """At A = c Sigma^-1 (the idealised looped solution) a u moved away from 0 is pulled back by training,
-    while with u frozen it would stay: what u-returns-to-zero-after-perturbation measures."""
+    """At A = c Sigma^-1 (the idealised looped solution) a u moved away from 0 is pulled back by training:
+    what u-returns-to-zero-after-perturbation measures."""
     from methods.looped_transformer_multistep_gd.train import u_probe
 
     cfg = Config(data=dict(d=3, n_context=20), model=dict(n_loops=3, compare_untied=False),

@@ -131,7 +131,9 @@ def show(paper: str, profile: str | None) -> None:
     verdicts = report.latest_verifications(root, m.id)
     stale = sorted(p for p in verdicts if p not in m.profiles)  # results of a profile since removed or renamed
     verdicts = {p: v for p, v in verdicts.items() if p not in stale}
-    click.echo(f"\nclaims ({len(m.claims)}):")
+    n_setup = sum(c.kind == "setup" for c in m.claims)
+    click.echo(f"\nclaims ({len(m.claims) - n_setup}" + (f", and {n_setup} setup check{'s' * (n_setup > 1)}"
+                                                         if n_setup else "") + "):")
     for c in m.claims:
         rep = ""
         if c.reported and c.reported.value is not None:

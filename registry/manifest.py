@@ -343,6 +343,9 @@ def _semantic_problems(m: "Manifest | _Parts") -> list[tuple[Loc, str]]:
                         "do not set 'target' (state a separate 'scaled' claim instead)"))
         if c.kind != "paper" and c.rationale is None:
             out.append((at + ("rationale",), f"a '{c.kind}' claim needs a 'rationale' for its threshold"))
+        if c.kind == "setup" and c.reported is not None and c.reported.value is not None:
+            out.append((at + ("reported",), "a 'setup' check tests our experiment, not a number of the paper; "
+                        "do not set reported.value"))
         checkable = c.metric is not None or c.compare is not None or bool(c.profiles)
         if not checkable:
             continue

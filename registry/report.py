@@ -67,7 +67,9 @@ def verdict_cell(v: Mapping[str, Any] | None) -> str:
         return "stale (re-verify)"
     if v["verdict"] == "no-claims":
         return "ran"
-    return f"{v['verdict']} {v['passed']}/{v['total']}"
+    setup = v.get("setup_checks")
+    return f"{v['verdict']} {v['passed']}/{v['total']}" + (
+        f" (setup {setup['passed']}/{setup['total']})" if isinstance(setup, dict) else "")
 
 
 def rows(root: Path, manifests: Mapping[str, Manifest]) -> list[dict[str, Any]]:

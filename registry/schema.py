@@ -151,10 +151,13 @@ class Claim(Model):
     id: Slug
     statement: Text
     source: Text = Field(description="Where in the paper: section, table or figure.")
-    kind: Literal["paper", "scaled", "qualitative"] = Field(
+    kind: Literal["paper", "scaled", "qualitative", "setup"] = Field(
         description=(
             "paper: the paper's number is the target. scaled: our own threshold for a scaled-down run "
-            "(rationale required). qualitative: the paper states it without a number (rationale required)."
+            "(rationale required). qualitative: the paper states it without a number (rationale required). "
+            "setup: a check of the experiment itself that no trained model enters (e.g. that two baselines "
+            "differ enough for a claim comparing a model with them to mean something; rationale required): "
+            "counted apart from the claims, and a failing one fails the verdict."
         )
     )
     reported: Reported | None = None

@@ -241,10 +241,14 @@ def log_verification(root: Path, paper: str, profile: str, result: dict[str, Any
     client = _client(root)
     rdir = results_dir(root, paper, profile)
     tags = {"verdict": result["verdict"], "claims_passed": f"{result['passed']}/{result['total']}"}
+    metrics = [("claims_passed", float(result["passed"]), 0), ("claims_total", float(result["total"]), 0)]
+    setup = result.get("setup_checks")
+    if setup:
+        tags["setup_checks_passed"] = f"{setup['passed']}/{setup['total']}"
+        metrics += [("setup_checks_passed", float(setup["passed"]), 0), ("setup_checks_total", float(setup["total"]), 0)]
     for row in result["claims"]:
         tags[f"claim.{row['id']}"] = row["verdict"]
-    log_batch(client, pid, tags=tags,
-              metrics=[("claims_passed", float(result["passed"]), 0), ("claims_total", float(result["total"]), 0)])
+    log_batch(client, pid, tags=tags, metrics=metrics)
     for name in ("verification.json", "verification.md"):
         if (rdir / name).exists():
             client.log_artifact(pid, str(rdir / name))

@@ -150,19 +150,29 @@ def judge(claim: Claim, per_seed: Sequence[Mapping[str, float]]) -> dict[str, An
 
 
 def verify(manifest: Manifest, profile: str, per_seed: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+    """Judge every checked claim of ``profile``. ``passed``/``failed``/``errors``/``total`` count the claims
+    about the paper's results; ``kind: setup`` checks (no trained model enters them) are counted apart in
+    ``setup_checks``, and the verdict is ``pass`` only when every claim and every setup check passes."""
     rows = [judge(c, per_seed) for c in manifest.claims if c.checked and profile in c.profiles]
-    passed = sum(r["verdict"] == "pass" for r in rows)
-    failed = sum(r["verdict"] == "fail" for r in rows)
-    errors = sum(r["verdict"] == "error" for r in rows)
-    verdict = "no-claims" if not rows else ("pass" if passed == len(rows) else "fail")
+    claims = [r for r in rows if r["kind"] != "setup"]
+    setup = [r for r in rows if r["kind"] == "setup"]
+    passed = sum(r["verdict"] == "pass" for r in claims)
+    failed = sum(r["verdict"] == "fail" for r in claims)
+    errors = sum(r["verdict"] == "error" for r in claims)
+    setup_passed = sum(r["verdict"] == "pass" for r in setup)
+    verdict = "no-claims" if not rows else (
+        "pass" if passed == len(claims) and setup_passed == len(setup) else "fail")
     names = sorted({k for m in per_seed for k in m})
     metrics = {k: summarize([m[k] for m in per_seed if k in m]).as_dict() for k in names}
-    return {
+    out = {
         "paper": manifest.id, "profile": profile, "verdict": verdict,
-        "passed": passed, "failed": failed, "errors": errors, "total": len(rows),
+        "passed": passed, "failed": failed, "errors": errors, "total": len(claims),
         "claims": rows, "metrics": metrics,
         "skipped": [c.id for c in manifest.claims if c.checked and profile not in c.profiles],
     }
+    if setup:
+        out["setup_checks"] = {"passed": setup_passed, "total": len(setup)}
+    return out
 
 
 # --------------------------------------------------------------------------- rendering
@@ -228,8 +238,10 @@ def render_text(result: Mapping[str, Any]) -> str:
 def summary_line(result: Mapping[str, Any]) -> str:
     if result["verdict"] == "no-claims":
         return f"verdict: no claims are checked at profile {result['profile']!r}"
+    setup = result.get("setup_checks")
     return (f"verdict: {result['verdict'].upper()} ({result['passed']}/{result['total']} claims passed"
-            + (f", {result['errors']} errors" if result["errors"] else "") + ")")
+            + (f", {result['errors']} errors" if result["errors"] else "")
+            + (f"; {setup['passed']}/{setup['total']} setup checks passed" if setup else "") + ")")
 
 
 def render_markdown(result: Mapping[str, Any]) -> str:

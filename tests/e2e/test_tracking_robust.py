@@ -293,6 +293,23 @@ def test_verification_without_run_finished_at_is_logged_as_before(store):
     assert r.exit_code == 0 and "synced p@smoke" in r.output and "stale" not in r.output
     (parent,), _ = runs(store, "p")
     assert parent.data.tags["verdict"] == "pass"
+    assert parent.data.metrics["claims_passed"] == 1.0 and "setup_checks_passed" not in parent.data.tags
+
+
+def test_setup_checks_are_logged_apart_from_the_claims(store):
+    fake_run(store, "p")
+    result = write_verification(store, "p")
+    result["setup_checks"] = {"passed": 0, "total": 1}
+    result["verdict"] = "fail"
+    result["claims"].append({"id": "s1", "kind": "setup", "verdict": "fail"})
+    (store / "results" / "p" / "smoke" / "verification.json").write_text(json.dumps(result))
+    r = sync(store)
+    assert r.exit_code == 0 and "synced p@smoke" in r.output
+    (parent,), _ = runs(store, "p")
+    tags, metrics = parent.data.tags, parent.data.metrics
+    assert (tags["verdict"], tags["claims_passed"], tags["setup_checks_passed"]) == ("fail", "1/1", "0/1")
+    assert (metrics["claims_total"], metrics["setup_checks_passed"], metrics["setup_checks_total"]) == (1.0, 0.0, 1.0)
+    assert tags["claim.s1"] == "fail"
 
 
 # --- importing registry.tracking stays cheap -------------------------------------------------------------------

@@ -278,3 +278,51 @@ def test_renderers_show_verdicts():
     assert md.count("\n| a |") == 1 and "**verdict: FAIL (1/2 claims passed)**" in md
     r = V.verify(m, "cpu", [{"m": float("nan")}])
     assert "ERROR" in V.render_text(r) and "non-finite" in V.render_text(r)
+
+
+def test_setup_checks_are_counted_apart_and_a_failing_one_fails_the_verdict():
+    """A ``kind: setup`` check (no trained model enters it) is not a reproduced claim: it stays out of
+    passed/total, is counted in ``setup_checks``, and the run fails when it fails, with every claim passing."""
+    m = manifest([claim(">=", 1.0, cid="a"), claim(">=", 0.0, cid="s", kind="setup", metric="b")])
+    r = V.verify(m, "cpu", [{"m": 2.0, "b": 1.0}, {"m": 3.0, "b": 1.0}])
+    assert (r["verdict"], r["passed"], r["failed"], r["total"]) == ("pass", 1, 0, 1)
+    assert r["setup_checks"] == {"passed": 1, "total": 1} and [c["kind"] for c in r["claims"]] == ["scaled", "setup"]
+    assert "verdict: PASS (1/1 claims passed; 1/1 setup checks passed)" in V.render_text(r)
+
+    r = V.verify(m, "cpu", [{"m": 2.0, "b": -1.0}, {"m": 3.0, "b": -1.0}])  # the setup check fails
+    assert (r["verdict"], r["passed"], r["failed"], r["total"]) == ("fail", 1, 0, 1)
+    assert r["setup_checks"] == {"passed": 0, "total": 1}
+    assert "verdict: FAIL (1/1 claims passed; 0/1 setup checks passed)" in V.render_markdown(r)
+
+    r = V.verify(m, "cpu", [{"m": 2.0}, {"m": 3.0}])  # its metric missing: an error, which fails too
+    assert r["verdict"] == "fail" and r["errors"] == 0 and r["setup_checks"] == {"passed": 0, "total": 1}
+
+    r = V.verify(manifest([claim(">=", 1.0, cid="a")]), "cpu", seeds(2.0))  # no setup check: no key, no text
+    assert "setup_checks" not in r and "setup" not in V.summary_line(r)
+
+
+def test_setup_check_with_a_reported_value_is_rejected(tmp_path):
+    """A setup check states no number of the paper: one carrying reported.value is a located manifest problem."""
+    from registry import manifest as mf
+
+    old = "    kind: scaled\n    rationale: Scaled-down run, exact threshold.\n"
+    text = S.manifest_text("zz-setup")
+    assert old in text
+    path = tmp_path / "zz-setup.yaml"
+    path.write_text(text.replace(old, old.replace("scaled", "setup")), encoding="utf-8")
+    m, problems = mf.check_file(path, root=tmp_path)
+    assert m is not None and problems == []  # a setup check as such is valid
+    bad = text.replace(old, old.replace("scaled", "setup") + "    reported: {value: 0.0}\n")
+    path.write_text(bad, encoding="utf-8")
+    line = bad.splitlines().index("    reported: {value: 0.0}") + 1
+    m, problems = mf.check_file(path, root=tmp_path)
+    assert m is None and [(p.field, p.line) for p in problems] == [("claims[1].reported", line)], problems
+    assert "'setup' check" in problems[0].message
+
+
+def test_report_cell_shows_setup_checks_apart():
+    from registry.report import verdict_cell
+
+    assert verdict_cell({"verdict": "pass", "passed": 7, "total": 7}) == "pass 7/7"
+    assert verdict_cell({"verdict": "fail", "passed": 7, "total": 7,
+                         "setup_checks": {"passed": 0, "total": 1}}) == "fail 7/7 (setup 0/1)"

@@ -145,8 +145,8 @@ def _multilayer(cfg, ctx, K: int, ev, ev_tokens, ls, device) -> dict[str, float]
                                  ev["yq"].double()))
     # K GD steps with a step size of their own each (fitted on the line-search tasks)
     lrs = line_search_gd_lrs(ls["X"], ls["Y"], ls["xq"], ls["yq"], steps=K, init_lr=gd_lr)
-    loss_gd_ps = float(half_sq_loss(gd_predict_lrs(ev["X"].double(), ev["Y"].double(), ev["xq"].double(),
-                                                   torch.tensor(lrs, dtype=torch.float64)), ev["yq"].double()))
+    loss_gd_ps = float(half_sq_loss(gd_predict_lrs(ev["X"].double(), ev["Y"].double(), ev["xq"].double(), lrs),
+                                    ev["yq"].double()))
     g_init = torch.Generator(device="cpu").manual_seed(ctx.seed_for(f"init-ml{K}"))
     model = LSAStack(dc.d, dc.out_dim, K, key_size=mc.key_size, n_heads=mc.n_heads, share_weights=False)
     model.reset_parameters(tc.init_scale / K, g_init)  # official code divides the init scale by K

@@ -18,8 +18,8 @@ learned nothing sits; ``*_zero``). Metrics (Sec. 4.1), both divided by d:
 One ``run`` trains up to three models on identical seeds (independent parts: ``registry run
 --jobs N`` may train them in separate processes): ``main`` (noiseless, ``model.n_layers``),
 ``noisy`` (``data.noisy_std`` > 0, same architecture; compared with several ridge parameters) and
-``shallow`` (noiseless, ``model.shallow_layers``; the depth transition of Fig. 3); the noisy and
-shallow models may train for their own ``train.noisy_steps`` / ``train.shallow_steps``. Metrics are
+``shallow`` (noiseless, ``model.shallow_layers``; the depth transition of Fig. 3); the noisy model
+may train for its own ``train.noisy_steps``. Metrics are
 prefixed by the model's tag, e.g. ``main_spd_ols``, ``noisy_mspd_ridge_bayes``, ``shallow_mspd_gd``.
 ``spd_*``/``ilwd_*`` average over k = 1..n-1 examples, ``mspd_*`` over the under-determined
 region k = 1..d-1 (the paper's MSPD).
@@ -64,9 +64,6 @@ class Train(Strict):
     # steps of the noisy model only (None = ``steps``): at small scale it converges to the Bayes ridge
     # predictor much more slowly than the noiseless models converge to OLS
     noisy_steps: Optional[int] = Field(None, ge=1)
-    # steps of the shallow model only (None = ``steps``): at small scale a 1-layer model can sit on the
-    # initial plateau (near the zero predictor) for thousands of steps on some seeds
-    shallow_steps: Optional[int] = Field(None, ge=1)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-4, gt=0)
@@ -95,7 +92,7 @@ def setups(cfg: Config) -> list[tuple[str, int, float, int]]:
     if cfg.data.noisy_std > 0:
         out.append(("noisy", mc.n_layers, cfg.data.noisy_std, tc.noisy_steps or tc.steps))
     if mc.shallow_layers is not None:
-        out.append(("shallow", mc.shallow_layers, 0.0, tc.shallow_steps or tc.steps))
+        out.append(("shallow", mc.shallow_layers, 0.0, tc.steps))
     return out
 
 

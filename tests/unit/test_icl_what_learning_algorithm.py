@@ -106,18 +106,16 @@ def test_metrics_identify_ols():
         assert out["mse_zero"][k] == pytest.approx(float((ev["Y"][:, k, 0].double() ** 2).mean()), rel=1e-9)
 
 
-@pytest.mark.parametrize("shallow_steps", [None, 5])
-def test_noisy_and_shallow_models_train_for_their_own_steps(tmp_path, shallow_steps):
-    """``train.noisy_steps`` / ``train.shallow_steps`` set those models' step counts (and schedules); unset, a
-    model keeps ``steps``."""
+def test_noisy_model_trains_for_its_own_steps(tmp_path):
+    """``train.noisy_steps`` sets the noisy model's step count (and its schedule); the others keep ``steps``."""
     from methods.icl_what_learning_algorithm.train import run_all
     from registry.context import RunContext
 
     cfg = Config.model_validate({
         "data": {"d": 2, "n_points": 4},
         "model": {"n_layers": 1, "d_model": 8, "n_heads": 2},
-        "train": {"steps": 3, "noisy_steps": 7, "shallow_steps": shallow_steps, "log_every": 1, "eval_tasks": 20,
-                  "ilwd_tasks": 5, "n_probes": 4, "linesearch_tasks": 20},
+        "train": {"steps": 3, "noisy_steps": 7, "log_every": 1, "eval_tasks": 20, "ilwd_tasks": 5,
+                  "n_probes": 4, "linesearch_tasks": 20},
     })
     ctx = RunContext(paper="icl-what-learning-algorithm", profile="test", seed=0, device="cpu", out_dir=tmp_path,
                      show_progress=False)
@@ -126,6 +124,6 @@ def test_noisy_and_shallow_models_train_for_their_own_steps(tmp_path, shallow_st
     for _, step, name, _ in ctx.curves:
         if name.endswith("train_loss"):
             last[name] = max(step, last.get(name, 0))
-    assert last == {"main_train_loss": 3, "noisy_train_loss": 7, "shallow_train_loss": shallow_steps or 3}
+    assert last == {"main_train_loss": 3, "noisy_train_loss": 7, "shallow_train_loss": 3}
     noisy_lr = [v for _, step, name, v in ctx.curves if name == "noisy_lr"]
     assert noisy_lr[-1] == pytest.approx(0.0, abs=1e-12) and max(noisy_lr) > 0  # cosine reaches 0 at step 7

@@ -244,6 +244,19 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else ``platform.processor()`` or the architecture)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(root: Path, device: str, manifest_path: Path) -> dict[str, Any]:
     import torch
 
@@ -261,13 +274,17 @@ def environment(root: Path, device: str, manifest_path: Path) -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        # the SIMD kernels torch dispatches to on this CPU (e.g. AVX2, AVX512): with the thread count, what
+        # decides the floating-point reduction order, so two CPU runs compare bit for bit only when both match
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "packages": versions,
         "torch": torch.__version__,
         "cuda_available": torch.cuda.is_available(),
         "cuda_version": torch.version.cuda,
         "device": device,
-        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else (platform.processor() or platform.machine()),
+        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu_model(),
         "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
     }
     return env

@@ -104,6 +104,19 @@ class Train(AdamWCosineTrain):
     select_len: Optional[int] = Field(None, ge=1)
     select_every: int = Field(1000, ge=1)
     select_samples: int = Field(1000, ge=1)
+    # per-scheme step budgets overriding ``steps`` (the schedule is stretched to the scheme's own budget;
+    # e.g. a baseline that needs longer to fit the trained lengths)
+    scheme_steps: dict[Scheme, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_scheme_steps(self) -> "Train":
+        if any(v < 1 for v in self.scheme_steps.values()):
+            raise ValueError("scheme_steps values must be positive")
+        return self
+
+    def for_scheme(self, scheme: str) -> "Train":
+        """This section with the scheme's own step budget."""
+        return self.model_copy(update={"steps": self.scheme_steps.get(scheme, self.steps)})
 
 
 class Config(MethodConfig):
@@ -117,12 +130,15 @@ class Config(MethodConfig):
         if sel is not None and self.data.largest_id(sel) > self.data.max_pos:
             raise ValueError(f"train.select_len={sel} needs coupled IDs up to {self.data.largest_id(sel)}"
                              f" but data.max_pos is {self.data.max_pos}")
+        extra = set(self.train.scheme_steps) - set(self.model.schemes)
+        if extra:
+            raise ValueError(f"train.scheme_steps names schemes that are not run: {sorted(extra)}")
         return self
 
 
 def _parts(cfg: Config) -> dict[str, float]:
-    # one model per scheme, each on its own generators: independent parts of a seed (equal cost)
-    return {scheme: 1.0 for scheme in cfg.model.schemes}
+    # one model per scheme, each on its own generators: independent parts of a seed; cost ~ the scheme's steps
+    return {scheme: float(cfg.train.for_scheme(scheme).steps) for scheme in cfg.model.schemes}
 
 
 @register("position-coupling", config=Config, parts=_parts)

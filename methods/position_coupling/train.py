@@ -104,7 +104,7 @@ class _Selector:
 
 
 def _train_one(scheme: str, cfg, ctx, task, eval_sets, val_set=None) -> dict[str, float]:
-    d, mc, tc = cfg.data, cfg.model, cfg.train
+    d, mc, tc = cfg.data, cfg.model, cfg.train.for_scheme(scheme)
     device = torch.device(ctx.device)
     max_len = max(max(d.test_lengths), d.train_max_digits, tc.select_len or 0)
     n_positions = st.table_size(scheme, max_pos=d.max_pos, max_seq_len=task.seq_len(max_len))

@@ -287,6 +287,9 @@ def test_jobs_run_seeds_and_parts_in_processes_like_a_sequential_run(root: Path,
                                                                (s, 1, "b_loss", s))]
     env = json.loads((par.run_dir / "environment.json").read_text())
     assert env["jobs"] == jobs and env["torch_threads"] == 1
+    # what decides the reduction order besides the thread count: the CPU and the kernels torch picked for it
+    assert env["cpu_model"] and env["cpu_model"] == env["device_name"]
+    assert env["torch_cpu_capability"] in ("DEFAULT", "NO AVX", "AVX2", "AVX512", "Z VECTOR", "VSX", "SVE256")
     assert any(f"{jobs} processes x 1 thread" in line for line in lines)
     assert any("x parts a, b" in line for line in lines) == split
     assert sum("part" in line and "done" in line for line in lines) == (6 if split else 0)  # 3 seeds x 2 parts

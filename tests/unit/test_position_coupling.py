@@ -409,3 +409,41 @@ def test_selected_final_state_is_evaluated_once(tmp_path, monkeypatch):
     assert m["coupled_selected_step"] == 6.0 and len(calls) == 1
     for L in (3, 5):
         assert m[f"coupled_acc_len{L}"] == m[f"coupled_last_acc_len{L}"]
+
+
+# ---------------------------------------------------------------------------- per-scheme step budgets
+
+
+def test_scheme_steps_override_one_scheme_and_must_name_a_run_scheme():
+    from methods.position_coupling import Config, _parts
+
+    cfg = _select_cfg(scheme_steps={"coupled": 9})
+    assert cfg.train.for_scheme("coupled").steps == 9
+    assert cfg.train.for_scheme("coupled").lr == cfg.train.lr  # everything else unchanged
+    with pytest.raises(ValueError, match="not run"):
+        _select_cfg(scheme_steps={"absolute": 9})  # _select_cfg trains the coupled scheme only
+    with pytest.raises(ValueError):
+        _select_cfg(scheme_steps={"coupled": 0})
+    two = Config(model={"schemes": ["coupled", "absolute"]}, train={"steps": 100, "scheme_steps": {"absolute": 300}})
+    assert _parts(two) == {"coupled": 100.0, "absolute": 300.0}  # the runner balances parts by their steps
+
+
+def test_scheme_steps_train_and_schedule_each_scheme_for_its_own_budget(tmp_path):
+    from methods.position_coupling import Config
+    from methods.position_coupling.train import run_all
+
+    cfg = Config(
+        data={"train_min_digits": 1, "train_max_digits": 3, "test_lengths": [3], "max_pos": 9, "train_size": None},
+        model={"schemes": ["coupled", "absolute"], "n_heads": 2, "d_model": 16, "d_kv": 8, "d_ff": 32},
+        train={"steps": 4, "batch_size": 8, "log_every": 1, "eval_samples": 20, "lr": 3e-3, "warmup_frac": 0.0,
+               "scheme_steps": {"absolute": 10}},
+    )
+    ctx = _ctx(tmp_path)
+    run_all(cfg, ctx)
+    steps = {p: [s for _, s, name, _ in ctx.curves if name == f"{p}_lr"] for p in ("coupled", "absolute")}
+    assert max(steps["coupled"]) == 4 and max(steps["absolute"]) == 10
+    lr = {p: {s: v for _, s, name, v in ctx.curves if name == f"{p}_lr"} for p in steps}
+    # each cosine schedule decays over its own budget: at step 4 the coupled one has ended, the absolute one not
+    assert lr["coupled"][4] == pytest.approx(cfg.train.lr * cfg.train.min_lr_ratio)
+    assert lr["absolute"][4] > 3 * lr["coupled"][4]
+    assert lr["absolute"][10] == pytest.approx(lr["coupled"][4])

@@ -267,6 +267,7 @@ def environment(root: Path, device: str, manifest_path: Path) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             pass
     status = _git(root, "status", "--porcelain")
+    cpu = cpu_model()
     env: dict[str, Any] = {
         "git_sha": _git(root, "rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
@@ -274,7 +275,7 @@ def environment(root: Path, device: str, manifest_path: Path) -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model(),
+        "cpu_model": cpu,
         # the SIMD kernels torch dispatches to on this CPU (e.g. AVX2, AVX512): with the thread count, what
         # decides the floating-point reduction order, so two CPU runs compare bit for bit only when both match
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -284,7 +285,7 @@ def environment(root: Path, device: str, manifest_path: Path) -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(),
         "cuda_version": torch.version.cuda,
         "device": device,
-        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu_model(),
+        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu,
         "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
     }
     return env

@@ -1,7 +1,7 @@
 """Typed config sections shared by method packages (pydantic only: importing this never imports torch)."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import Field
 
@@ -18,6 +18,10 @@ class T5Model(Strict):
     d_ff: int = Field(2048, ge=1)
     act: Literal["gated-gelu", "gelu", "gated-relu", "relu"] = "gated-gelu"
     norm_position: Literal["pre", "post", "pre_post"] = "pre_post"
+
+
+# a positive step count: the value type of a method's per-part step budgets (e.g. ``train.task_steps``)
+StepBudget = Annotated[int, Field(ge=1)]
 
 
 class AdamWCosineTrain(Strict):

@@ -36,7 +36,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from methods._lib.configs import AdamWCosineTrain, T5Model
+from methods._lib.configs import AdamWCosineTrain, StepBudget, T5Model
 from registry.methods import MethodConfig, Strict, register
 
 Scheme = Literal["coupled", "absolute", "nope", "random_offset"]
@@ -106,13 +106,7 @@ class Train(AdamWCosineTrain):
     select_samples: int = Field(1000, ge=1)
     # per-scheme step budgets overriding ``steps`` (the schedule is stretched to the scheme's own budget;
     # e.g. a baseline that needs longer to fit the trained lengths)
-    scheme_steps: dict[Scheme, int] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _check_scheme_steps(self) -> "Train":
-        if any(v < 1 for v in self.scheme_steps.values()):
-            raise ValueError("scheme_steps values must be positive")
-        return self
+    scheme_steps: dict[Scheme, StepBudget] = Field(default_factory=dict)
 
     def for_scheme(self, scheme: str) -> "Train":
         """This section with the scheme's own step budget."""

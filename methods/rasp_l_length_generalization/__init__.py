@@ -20,7 +20,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from methods._lib.configs import AdamWCosineTrain
+from methods._lib.configs import AdamWCosineTrain, StepBudget
 from registry.methods import MethodConfig, Strict, register
 
 TaskName = Literal["count", "mode", "copy_unique", "copy_repeat", "parity", "addition_reverse", "addition_forward"]
@@ -89,13 +89,7 @@ class Train(AdamWCosineTrain):
     early_stop_every: int = Field(500, ge=1)
     early_stop_samples: int = Field(500, ge=1)
     # per-task step budgets overriding ``steps`` (e.g. parity needs longer to fit in distribution)
-    task_steps: dict[TaskName, int] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _check_task_steps(self) -> "Train":
-        if any(v < 1 for v in self.task_steps.values()):
-            raise ValueError("task_steps values must be positive")
-        return self
+    task_steps: dict[TaskName, StepBudget] = Field(default_factory=dict)
 
     def for_task(self, name: str) -> "Train":
         """This section with the task's own step budget."""

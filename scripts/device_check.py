@@ -79,28 +79,34 @@ def _tail(text: str, n: int = 3) -> str:
     return " / ".join(lines[-n:])[-400:] or "(no output)"
 
 
+def run_registry(root: Path, cmd: list[str], timeout: float) -> tuple[int | str, str, float]:
+    """Run a registry command in the registry ``root`` without MLflow tracking: its exit code ("timeout"
+    when stopped at ``timeout`` seconds), its output and its wall time."""
+    env = {**os.environ, "REGISTRY_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    t0 = time.perf_counter()
+    # its own process group, so that a run stopped at the budget takes its worker processes with it
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        text, _ = proc.communicate(timeout=max(1.0, timeout))
+        rc: int | str = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        text, _ = proc.communicate()
+        rc = "timeout"
+        text += f"\n(stopped at the check's budget after {time.perf_counter() - t0:.0f} s)"
+    return rc, text, round(time.perf_counter() - t0, 1)
+
+
 def run_one(root: Path, paper: str, profile: str, device: str, threads: int | None,
             timeout: float) -> dict[str, Any]:
     """One `registry run` in ``root``; its outcome, read back from the results it wrote (its output under
     "log")."""
-    env = {**os.environ, "REGISTRY_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    env.pop("MLFLOW_TRACKING_URI", None)
     out: dict[str, Any] = {"paper": paper, "profile": profile, "device_requested": device}
     started = time.time() - 1.0  # results older than this are an earlier run's (file times are coarse)
-    t0 = time.perf_counter()
-    # its own process group, so that a run stopped at the budget takes its worker processes with it
-    proc = subprocess.Popen(registry_cmd(paper, profile, device, threads), cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        text, _ = proc.communicate(timeout=max(1.0, timeout))
-        out["rc"] = proc.returncode
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        text, _ = proc.communicate()
-        out["rc"] = "timeout"
-        text += f"\n(stopped at the check's budget after {time.perf_counter() - t0:.0f} s)"
-    out["wall_s"] = round(time.perf_counter() - t0, 1)
+    out["rc"], text, out["wall_s"] = run_registry(root, registry_cmd(paper, profile, device, threads), timeout)
     out["log"] = text
     rdir = root / "results" / paper / profile
 

@@ -192,6 +192,26 @@ def test_fire_mlp_depth_and_seeded_init():
     assert cfg.model.fire_mlp_layers == 2
 
 
+@pytest.mark.parametrize("mlp_layers", [1, 2])
+def test_fire_bias_in_row_blocks_without_gradients_equals_the_whole(monkeypatch, mlp_layers):
+    """Evaluation computes the FIRE MLP on blocks of query rows past FIREBias.chunk_elems (memory at long
+    lengths); the bias must not change, and with gradients it is computed whole."""
+    fire = relpos.FIREBias(3, mlp_width=8, init_c=0.2, init_L=12.0, mlp_layers=mlp_layers)
+    fire.init_mlp(torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        whole = fire(50)
+    calls = []
+    monkeypatch.setattr(fire.mlp, "forward", lambda x, f=fire.mlp.forward: calls.append(x.shape) or f(x))
+    monkeypatch.setattr(relpos.FIREBias, "chunk_elems", 7 * 50 * 8)  # 7 rows per block
+    with torch.no_grad():
+        blocked = fire(50)
+    assert [s[0] for s in calls] == [7] * 7 + [1]
+    assert blocked.shape == whole.shape and torch.allclose(blocked, whole, rtol=0, atol=1e-6)
+    calls.clear()
+    grad = fire(50)
+    assert calls == [(50, 50, 1)] and grad.requires_grad and torch.allclose(grad.detach(), whole, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("enc", relpos.ENCODINGS)
 def test_model_is_causal_and_runs_beyond_training_length(enc):
     cfg = Config.model_validate({"model": {"n_layers": 2, "n_heads": 2, "d_model": 16, "d_kv": 8, "d_ff": 32,

@@ -3,7 +3,9 @@
 Layout of ``results/<paper>/<profile>/``::
 
     run/                 written whole or not at all (a temporary directory renamed into place)
-      metrics.json       per-seed final metrics, timings, resolved config, run identity
+      metrics.json       per-seed final metrics, timings and peak memory (MiB: CUDA memory torch allocated,
+                         or on CPU the peak resident set of the process while it trained the seed or part),
+                         resolved config, run identity
       curves.csv         seed,step,metric,value
       curves.png         one panel per curve metric, one line per seed
       environment.json   git SHA, packages, torch/CUDA, device, manifest hash
@@ -119,7 +121,7 @@ def _unit_file(partial: Path, seed: int, part: str | None) -> Path:
 
 def _save_unit(partial: Path, out: dict[str, Any], threads: int | None) -> None:
     """Keep one finished seed (or part of one) of a run under way (atomic: whole or absent)."""
-    unit = {k: out[k] for k in ("seed", "part", "seconds", "metrics", "files")}
+    unit = {k: out.get(k) for k in ("seed", "part", "seconds", "peak_memory_mb", "metrics", "files")}
     unit.update(curves=[list(c) for c in out["curves"]], threads=threads)
     atomic_write_text(_unit_file(partial, out["seed"], out["part"]), json.dumps(unit) + "\n")
 
@@ -486,11 +488,48 @@ def _check_metrics(key: str, seed: int, metrics: Any) -> dict[str, float]:
     return out
 
 
+def reset_peak_memory(device: str) -> None:
+    """Start a new peak for peak_memory_mb: torch's CUDA statistics, or on Linux the process's resident-set
+    high-water mark (``/proc/self/clear_refs``; elsewhere the peak stays the process's since it started)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mb(device: str) -> float | None:
+    """Peak memory since reset_peak_memory, in MiB: on CUDA what torch allocated, on CPU the process's resident
+    set (VmHWM on Linux; else its peak since it started). None where unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    try:
+        with open("/proc/self/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        return round(kib / 2**10, 1)
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 def _train_unit(method, cfg, ctx: RunContext) -> dict[str, Any]:
     """Seed everything, run the method for ``ctx.seed`` (or one part of it), check its metrics; the result as
-    the runner keeps it: seed, part, seconds, metrics, curves and the files it wrote."""
+    the runner keeps it: seed, part, seconds, peak memory, metrics, curves and the files it wrote."""
     seed_everything(ctx.seed, ctx.device)
     where = f"seed {ctx.seed}" + (f" (part {ctx.part!r})" if ctx.part is not None else "")
+    reset_peak_memory(ctx.device)
     t0 = time.perf_counter()
     try:
         raw = method.run(cfg, ctx)
@@ -500,8 +539,8 @@ def _train_unit(method, cfg, ctx: RunContext) -> dict[str, Any]:
         raise RunError(f"method {method.key!r} failed on {where}: {type(exc).__name__}: {exc}") from exc
     seconds = round(time.perf_counter() - t0, 3)
     metrics = _check_metrics(method.key, ctx.seed, raw)
-    return {"seed": ctx.seed, "part": ctx.part, "seconds": seconds, "metrics": metrics, "curves": ctx.curves,
-            "files": ctx.files}
+    return {"seed": ctx.seed, "part": ctx.part, "seconds": seconds, "peak_memory_mb": peak_memory_mb(ctx.device),
+            "metrics": metrics, "curves": ctx.curves, "files": ctx.files}
 
 
 def _seed_job(paper: str, profile: str, method_key: str, method_module: str, sections: dict, seed: int,
@@ -592,7 +631,9 @@ def _merge_parts(key: str, seed: int, outs: list[dict]) -> dict[str, float]:
 
 def _add_seed(key: str, seed: int, outs: list[dict], per_seed: list[dict], curves: list) -> None:
     """Append one seed, made of its results ``outs`` (the whole seed, or its parts in declared order)."""
+    peaks = [o.get("peak_memory_mb") for o in outs]  # None: kept by a version that did not record it
     per_seed.append({"seed": seed, "seconds": round(sum(o["seconds"] for o in outs), 3),
+                     "peak_memory_mb": None if None in peaks else max(peaks),
                      "metrics": _merge_parts(key, seed, outs)})
     for o in outs:
         curves += [tuple(c) for c in o["curves"]]

@@ -173,6 +173,9 @@ def log_run(root: Path, paper: str, profile: str, title: str | None = None) -> s
                 mean = sum(vals) / len(vals)
                 summary.append((f"{k}.std", math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)), 0))
         summary.append(("wall_seconds", float(record["seconds"]), 0))
+        peaks = [e.get("peak_memory_mb") for e in record["per_seed"]]
+        if peaks and None not in peaks:  # results of a version that did not record it have none
+            summary.append(("peak_memory_mb", float(max(peaks)), 0))
         log_batch(client, pid, metrics=summary, params=params)
         for entry in record["per_seed"]:
             seed = entry["seed"]
@@ -188,6 +191,8 @@ def log_run(root: Path, paper: str, profile: str, title: str | None = None) -> s
                 ms: list[tuple] = downsample(points)
                 ms += [(k, v, last, 1) for k, v in entry["metrics"].items()]
                 ms.append(("wall_seconds", float(entry["seconds"]), last, 1))
+                if entry.get("peak_memory_mb") is not None:
+                    ms.append(("peak_memory_mb", float(entry["peak_memory_mb"]), last, 1))
                 log_batch(client, cid, metrics=ms, params={"seed": seed})
                 client.set_terminated(cid, "FINISHED")
             except BaseException as exc:

@@ -8,14 +8,15 @@ evaluation samples, logging intervals, the first seed only), every width, depth,
 sequence and evaluation length kept. It runs `registry train <id> --profile paper-check` in a scratch copy of
 the checkout and reports per paper whether the run finished, on which device, in how long, and whether
 every metric that a `paper`-profile claim checks (its metric, baseline and `seeds_where` metric) came out,
-finite. It says nothing about whether the claims would pass.
+finite, and its peak memory. It says nothing about whether the claims would pass. With --full-batch the
+paper's batch sizes stay too: on a GPU, whether its training and evaluation steps fit in memory.
 
 The budget of a paper is its entry in BUDGETS below, else the budget keys (BUDGET_KEYS) of its `smoke`
 profile. Writes DIR/paper_check.md, DIR/paper_check.json and DIR/paper_check.log (DIR: --out, else $OUT,
 else ./paper_check). Exit code 0 when every checked paper passed, 1 otherwise, 2 on bad arguments.
 
     .venv/bin/python scripts/paper_check.py --jobs 2      # here (CPU; fire-relative-positions alone ~27 min)
-    scripts/device_check.sh paper-check --device cuda      # on the GPU machine (see device_check.py)
+    scripts/device_check.sh paper-check --device cuda --full-batch   # on the GPU machine (see device_check.py)
 """
 from __future__ import annotations
 
@@ -82,20 +83,23 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def budget_of(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def budget_of(raw: dict[str, Any], full_batch: bool = False) -> dict[str, dict[str, Any]]:
     """The budget overrides of one manifest (its parsed YAML): its BUDGETS entry, else the budget keys of its
-    smoke profile."""
+    smoke profile; with ``full_batch``, none of its batch sizes (the paper's stay)."""
     if raw["id"] in BUDGETS:
-        return copy.deepcopy(BUDGETS[raw["id"]])
-    smoke = (raw.get("profiles") or {}).get("smoke") or {}
-    return {sec: {k: v for k, v in (smoke.get(sec) or {}).items() if k in BUDGET_KEYS}
-            for sec in ("data", "model", "train")}
+        budget = copy.deepcopy(BUDGETS[raw["id"]])
+    else:
+        smoke = (raw.get("profiles") or {}).get("smoke") or {}
+        budget = {sec: {k: v for k, v in (smoke.get(sec) or {}).items() if k in BUDGET_KEYS}
+                  for sec in ("data", "model", "train")}
+    keep = (lambda k: not k.endswith("batch_size")) if full_batch else (lambda k: True)
+    return {sec: {k: v for k, v in vals.items() if keep(k)} for sec, vals in budget.items()}
 
 
-def derive_profile(raw: dict[str, Any]) -> dict[str, Any]:
+def derive_profile(raw: dict[str, Any], full_batch: bool = False) -> dict[str, Any]:
     """The `paper-check` profile: the `paper` profile with the budget overrides and its first seed only."""
     paper = copy.deepcopy(raw["profiles"]["paper"])
-    prof = deep_merge(paper, {sec: vals for sec, vals in budget_of(raw).items() if vals})
+    prof = deep_merge(paper, {sec: vals for sec, vals in budget_of(raw, full_batch).items() if vals})
     seeds = (paper.get("train") or {}).get("seeds") or (raw.get("train") or {}).get("seeds") or [0]
     prof.setdefault("train", {})["seeds"] = [seeds[0]]
     prof["description"] = ("Derived by scripts/paper_check.py: the paper profile at a few steps, its widths, "
@@ -135,7 +139,7 @@ def metric_problems(need: dict[str, list[str]], metrics: dict[str, Any]) -> list
     return out
 
 
-def prepare(root: Path, papers: list[str], dest: Path) -> None:
+def prepare(root: Path, papers: list[str], dest: Path, full_batch: bool = False) -> None:
     """A scratch registry at ``dest``: the checkout's manifests and methods, with a `paper-check` profile
     added to each paper checked."""
     import yaml
@@ -147,7 +151,7 @@ def prepare(root: Path, papers: list[str], dest: Path) -> None:
     for paper in papers:
         path = dest / "manifests" / f"{paper}.yaml"
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        raw["profiles"][PROFILE] = derive_profile(raw)
+        raw["profiles"][PROFILE] = derive_profile(raw, full_batch)
         path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
 
 
@@ -166,7 +170,9 @@ def check_one(root: Path, paper: str, device: str, threads: int | None, timeout:
     if out["rc"] != 0 or record is None:
         problems.append(f"the run did not finish (rc {out['rc']}): {_tail(text)}")
     else:
-        out.update(device=record["device"], train_s=record["seconds"])
+        peaks = [s.get("peak_memory_mb") for s in record["per_seed"]]
+        out.update(device=record["device"], train_s=record["seconds"],
+                   peak_memory_mb=None if None in peaks or not peaks else max(peaks))
         if record["device"] != device:
             problems.append(f"ran on {record['device']}, not {device}")
         for s in record["per_seed"]:
@@ -178,16 +184,21 @@ def check_one(root: Path, paper: str, device: str, threads: int | None, timeout:
 
 
 def render(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
+    batches = "the paper profile's" if header["full_batch"] else "reduced"
     lines = [f"# Paper-profile check ({header['device']})", "",
              f"{header['when']} · torch {header['torch']} · {header['device_name']} · "
              f"{header['wall_s']:.0f} s in all", "",
              "The `paper` profile of each paper at a few steps (widths, depths and lengths kept): whether it runs "
              "and produces every metric its paper-profile claims check. Not a reproduction.", "",
-             "| paper | finished | device | claim metrics | wall s | problems |", "|---|---|---|---|---|---|"]
+             f"Batch sizes: {batches}. Peak memory: "
+             "CUDA memory torch allocated, or on CPU the training process's peak resident set.", "",
+             "| paper | finished | device | claim metrics | wall s | peak MiB | problems |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         probs = "; ".join(r.get("problems") or []) or "-"
         lines.append(f"| {r['paper']} | {'yes' if r.get('ok') else 'NO'} | {r.get('device', '-')} | "
-                     f"{r.get('claim_metrics', '-')} | {r.get('wall_s', '-')} | {probs.replace('|', '/')} |")
+                     f"{r.get('claim_metrics', '-')} | {r.get('wall_s', '-')} | {r.get('peak_memory_mb') or '-'} | "
+                     f"{probs.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -202,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=3600.0,
                     help="Start no run after this many seconds and stop a running one then (default 3600).")
     ap.add_argument("--out", help="Report folder (default: $OUT, else ./paper_check).")
+    ap.add_argument("--full-batch", action="store_true",
+                    help="Keep the paper profile's batch sizes (on a GPU: does a training step fit in memory?).")
     ap.add_argument("--keep", action="store_true", help="Keep the scratch registry (its path is printed).")
     args = ap.parse_args(argv)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
@@ -236,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     deadline = t0 + args.budget_s
     try:
-        prepare(root, papers, scratch)
+        prepare(root, papers, scratch, args.full_batch)
 
         def job(paper: str) -> dict[str, Any]:
             left = deadline - time.perf_counter()
@@ -256,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scratch registry kept: {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    header = {"device": args.device, "torch": torch.__version__,
+    header = {"device": args.device, "full_batch": args.full_batch, "torch": torch.__version__,
               "device_name": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": time.perf_counter() - t0}
     log = "\n".join(f"===== {r['paper']} (rc {r.get('rc')})\n{r.pop('log', '')}" for r in rows)

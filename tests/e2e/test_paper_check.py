@@ -66,6 +66,22 @@ def test_derived_profiles_validate_and_differ_from_paper_only_in_budget(tmp_path
         assert all(p[-1] in pc.BUDGET_KEYS for p in changed), f"{paper}: {changed}"
 
 
+def test_full_batch_keeps_the_papers_batch_sizes(tmp_path: Path) -> None:
+    papers = ["position-coupling", "transformers-learn-icl-by-gd"]  # one with a BUDGETS entry, one without
+    dest = tmp_path / "reg"
+    dest.mkdir()
+    pc.prepare(ROOT, papers, dest, full_batch=True)
+    manifests, problems = mf.load_all(dest)
+    assert not problems
+    for paper in papers:
+        m = manifests[paper]
+        paper_cfg = mf.resolve(m, "paper").method_sections()
+        changed = pc.budget_paths(paper_cfg, mf.resolve(m, pc.PROFILE).method_sections())
+        assert changed and not [p for p in changed if p[-1].endswith("batch_size")], (paper, changed)
+        reduced = pc.budget_paths(paper_cfg, mf.resolve(m, "smoke").method_sections())
+        assert [p for p in reduced if p[-1].endswith("batch_size")], "the smoke profile reduces a batch size"
+
+
 def test_smoke_budget_is_the_default() -> None:
     raw = yaml.safe_load((ROOT / "manifests" / "transformers-learn-icl-by-gd.yaml").read_text())
     assert raw["id"] not in pc.BUDGETS
@@ -114,4 +130,5 @@ def test_every_paper_profile_runs_at_its_shapes(tmp_path: Path) -> None:
     report = json.loads((out / "paper_check.json").read_text())
     assert {r["paper"] for r in report["runs"]} == set(implemented()) - set(CI_EXCLUDE)
     assert all(r["ok"] and r["device"] == "cpu" and r["claim_metrics"] > 0 for r in report["runs"])
+    assert all(r["peak_memory_mb"] > 50 for r in report["runs"])  # the training process's resident peak
     assert (out / "paper_check.md").read_text().count("| yes |") == len(report["runs"])

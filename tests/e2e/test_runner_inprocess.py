@@ -466,8 +466,9 @@ def test_declared_parts_resume_part_by_part(root: Path, monkeypatch: pytest.Monk
     lines: list[str] = []
     out = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lines.append)
     assert len(_done_lines(lines)) == 6 - len(kept)  # 3 seeds x 2 parts, less the kept ones
-    assert out.record["per_seed"] == [{**s, "seconds": s2["seconds"]} for s, s2 in
-                                      zip(want.record["per_seed"], out.record["per_seed"])]
+    assert out.record["per_seed"] == [{**s, "seconds": s2["seconds"], "peak_memory_mb": s2["peak_memory_mb"]}
+                                      for s, s2 in zip(want.record["per_seed"], out.record["per_seed"])]
+    assert all(s["peak_memory_mb"] > 0 for s in out.record["per_seed"])
     assert runner.read_curves_csv(out.run_dir / "curves.csv") == runner.read_curves_csv(want.run_dir / "curves.csv")
     reported = [(p["seed"], p["part"]) for p in out.record.get("reused_parts", [])]
     reported += [(seed, part) for seed in out.record.get("reused_seeds", []) for part in "ab"]
@@ -595,8 +596,9 @@ def test_a_sequential_attempt_between_two_jobs_runs_keeps_each_part_with_its_own
     out = runner.train(root, mf.load(path), path, "cpu", jobs=2, show_progress=False, echo=lambda s: None)
     assert {"seed": 1, "part": "a"} in out.record["reused_parts"]
     assert sorted(f.name for f in (out.run_dir / "seed-1").iterdir()) == ["attempt-1-a.json", "attempt-3-b.json"]
-    assert [{k: v for k, v in s.items() if k != "seconds"} for s in out.record["per_seed"]] == \
-        [{k: v for k, v in s.items() if k != "seconds"} for s in want.record["per_seed"]]
+    timing = ("seconds", "peak_memory_mb")
+    assert [{k: v for k, v in s.items() if k not in timing} for s in out.record["per_seed"]] == \
+        [{k: v for k, v in s.items() if k not in timing} for s in want.record["per_seed"]]
 
 
 def test_a_sequential_run_keeps_each_finished_part_and_the_rerun_trains_only_the_rest(

@@ -24,11 +24,14 @@ PAPER = "transformers-learn-icl-by-gd"  # a real manifest (its title is known); 
 
 
 def fake_run(root: Path, paper: str, profile: str = "smoke", *, seeds=(0, 1), finished_at: str = "2026-01-01T00:00:00Z",
-             run_id: str = "r" * 64, curves: bool = True) -> Path:
-    """A finished run/ as the runner writes it: seed s has curve `loss` at steps 0, 10, 20 (+ s) and final `loss`."""
+             run_id: str = "r" * 64, curves: bool = True, peaks: dict | None = None) -> Path:
+    """A finished run/ as the runner writes it: seed s has curve `loss` at steps 0, 10, 20 (+ s) and final `loss`
+    (and peak memory ``peaks[s]`` when given)."""
     rdir = root / "results" / paper / profile / "run"
     rdir.mkdir(parents=True, exist_ok=True)
     per_seed = [{"seed": s, "seconds": 1.0 + s, "metrics": {"loss": 0.125 + s, "acc": 0.5}} for s in seeds]
+    for entry in per_seed if peaks else []:
+        entry["peak_memory_mb"] = peaks[entry["seed"]]
     record = {"paper": paper, "profile": profile, "method": "fake", "run_id": run_id, "device": "cpu",
               "seeds": list(seeds), "per_seed": per_seed, "seconds": 3.0, "finished_at": finished_at,
               "config": {"data": {"n": 4}, "model": {"d": 8}, "train": {"steps": 20 + max(seeds)}}}
@@ -319,3 +322,17 @@ def test_importing_tracking_imports_neither_mlflow_nor_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# --- peak memory: the parent run has the largest of its seeds', each seed run its own --------------------------
+
+def test_peak_memory_is_logged_when_recorded(store):
+    fake_run(store, "p", seeds=(0, 1), peaks={0: 512.5, 1: 768.0})
+    fake_run(store, "q", seeds=(0,))  # results of a version that did not record memory
+    tracking.log_run(store, "p", "smoke")
+    tracking.log_run(store, "q", "smoke")
+    (parent,), children = runs(store, "p")
+    assert parent.data.metrics["peak_memory_mb"] == 768.0
+    assert {int(c.data.tags["seed"]): c.data.metrics["peak_memory_mb"] for c in children} == {0: 512.5, 1: 768.0}
+    (parent,), (child,) = runs(store, "q")
+    assert "peak_memory_mb" not in parent.data.metrics and "peak_memory_mb" not in child.data.metrics

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,14 +57,30 @@ def test_replace_dir_swaps_the_new_run_in_and_restores_the_old_one_if_that_fails
 
 
 def test_a_seed_made_of_parts_sums_their_seconds_and_keeps_every_parts_curves() -> None:
-    outs = [{"part": "a", "seconds": 1.5, "metrics": {"x": 1.0}, "curves": [(3, 0, "a_loss", 2.0)]},
-            {"part": "b", "seconds": 2.25, "metrics": {"y": 2.0}, "curves": [(3, 0, "b_loss", 1.0),
-                                                                            (3, 5, "b_loss", 0.5)]}]
+    outs = [{"part": "a", "seconds": 1.5, "peak_memory_mb": 300.5, "metrics": {"x": 1.0},
+             "curves": [(3, 0, "a_loss", 2.0)]},
+            {"part": "b", "seconds": 2.25, "peak_memory_mb": 120.0, "metrics": {"y": 2.0},
+             "curves": [(3, 0, "b_loss", 1.0), (3, 5, "b_loss", 0.5)]}]
     per_seed: list = []
     curves: list = []
     runner._add_seed("k", 3, outs, per_seed, curves)
-    assert per_seed == [{"seed": 3, "seconds": 3.75, "metrics": {"x": 1.0, "y": 2.0}}]
+    assert per_seed == [{"seed": 3, "seconds": 3.75, "peak_memory_mb": 300.5, "metrics": {"x": 1.0, "y": 2.0}}]
     assert curves == [(3, 0, "a_loss", 2.0), (3, 0, "b_loss", 1.0), (3, 5, "b_loss", 0.5)]
+    del outs[1]["peak_memory_mb"]  # a part kept by a version that did not record memory: the seed's is unknown
+    runner._add_seed("k", 4, outs, per_seed, [])
+    assert per_seed[1]["peak_memory_mb"] is None
+
+
+def test_peak_memory_is_the_processes_resident_peak_on_cpu() -> None:
+    """In a fresh process: touching 256 MiB raises the recorded peak by about that much, freeing it does not
+    lower it, and a reset (the start of each seed or part) does."""
+    code = ("from registry import runner; runner.reset_peak_memory('cpu'); a = runner.peak_memory_mb('cpu'); "
+            "b = bytearray(256 * 2**20); b[::4096] = b'x' * len(b[::4096]); del b; c = runner.peak_memory_mb('cpu'); "
+            "runner.reset_peak_memory('cpu'); print(a, c, runner.peak_memory_mb('cpu'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    before, after, reset = map(float, proc.stdout.split())
+    assert 0 < before and 240 <= after - before <= 280
+    assert reset < after - 200
 
 
 @pytest.mark.parametrize("bad", ["high", None, [1.0], {"v": 1}])

@@ -40,6 +40,7 @@ for _p in (REPO, HERE):  # the registry, and device_check (run_registry)
         sys.path.insert(0, str(_p))
 
 from device_check import _tail, run_registry  # noqa: E402
+from registry import manifest as mf  # noqa: E402  (no torch: the registry's own merge)
 
 PROFILE = "paper-check"
 
@@ -76,13 +77,6 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
 def budget_of(raw: dict[str, Any], full_batch: bool = False) -> dict[str, dict[str, Any]]:
     """The budget overrides of one manifest (its parsed YAML): its BUDGETS entry, else the budget keys of its
     smoke profile; with ``full_batch``, none of its batch sizes (the paper's stay)."""
@@ -99,7 +93,7 @@ def budget_of(raw: dict[str, Any], full_batch: bool = False) -> dict[str, dict[s
 def derive_profile(raw: dict[str, Any], full_batch: bool = False) -> dict[str, Any]:
     """The `paper-check` profile: the `paper` profile with the budget overrides and its first seed only."""
     paper = copy.deepcopy(raw["profiles"]["paper"])
-    prof = deep_merge(paper, {sec: vals for sec, vals in budget_of(raw, full_batch).items() if vals})
+    prof = mf.deep_merge(paper, {sec: vals for sec, vals in budget_of(raw, full_batch).items() if vals})
     seeds = (paper.get("train") or {}).get("seeds") or (raw.get("train") or {}).get("seeds") or [0]
     prof.setdefault("train", {})["seeds"] = [seeds[0]]
     prof["description"] = ("Derived by scripts/paper_check.py: the paper profile at a few steps, its widths, "
@@ -108,11 +102,11 @@ def derive_profile(raw: dict[str, Any], full_batch: bool = False) -> dict[str, A
     return prof
 
 
-def budget_paths(a: Any, b: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def differing_paths(a: Any, b: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Paths of the leaves where two resolved configs differ."""
     if isinstance(a, dict) and isinstance(b, dict):
         return [p for k in sorted(set(a) | set(b), key=str)
-                for p in budget_paths(a.get(k), b.get(k), path + (str(k),))]
+                for p in differing_paths(a.get(k), b.get(k), path + (str(k),))]
     return [] if a == b else [path]
 
 
@@ -221,7 +215,6 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --jobs and --threads must be at least 1", file=sys.stderr)
         return 2
 
-    from registry import manifest as mf
     from registry.cli import find_root
 
     root = find_root()

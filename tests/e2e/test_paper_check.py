@@ -61,7 +61,7 @@ def test_derived_profiles_validate_and_differ_from_paper_only_in_budget(tmp_path
         paper_cfg, check_cfg = mf.resolve(m, "paper"), mf.resolve(m, pc.PROFILE)
         assert check_cfg.seeds == paper_cfg.seeds[:1]
         assert check_cfg.device == paper_cfg.device
-        changed = pc.budget_paths(paper_cfg.method_sections(), check_cfg.method_sections())
+        changed = pc.differing_paths(paper_cfg.method_sections(), check_cfg.method_sections())
         assert changed, f"{paper}: the check would train the full paper budget"
         assert all(p[-1] in pc.BUDGET_KEYS for p in changed), f"{paper}: {changed}"
 
@@ -76,9 +76,9 @@ def test_full_batch_keeps_the_papers_batch_sizes(tmp_path: Path) -> None:
     for paper in papers:
         m = manifests[paper]
         paper_cfg = mf.resolve(m, "paper").method_sections()
-        changed = pc.budget_paths(paper_cfg, mf.resolve(m, pc.PROFILE).method_sections())
+        changed = pc.differing_paths(paper_cfg, mf.resolve(m, pc.PROFILE).method_sections())
         assert changed and not [p for p in changed if p[-1].endswith("batch_size")], (paper, changed)
-        reduced = pc.budget_paths(paper_cfg, mf.resolve(m, "smoke").method_sections())
+        reduced = pc.differing_paths(paper_cfg, mf.resolve(m, "smoke").method_sections())
         assert [p for p in reduced if p[-1].endswith("batch_size")], "the smoke profile reduces a batch size"
 
 

@@ -121,7 +121,7 @@ def _unit_file(partial: Path, seed: int, part: str | None) -> Path:
 
 def _save_unit(partial: Path, out: dict[str, Any], threads: int | None) -> None:
     """Keep one finished seed (or part of one) of a run under way (atomic: whole or absent)."""
-    unit = {k: out.get(k) for k in ("seed", "part", "seconds", "peak_memory_mb", "metrics", "files")}
+    unit = {k: out[k] for k in ("seed", "part", "seconds", "peak_memory_mb", "metrics", "files")}
     unit.update(curves=[list(c) for c in out["curves"]], threads=threads)
     atomic_write_text(_unit_file(partial, out["seed"], out["part"]), json.dumps(unit) + "\n")
 
@@ -524,6 +524,12 @@ def peak_memory_mb(device: str) -> float | None:
     return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
+def largest_peak(peaks: list[float | None]) -> float | None:
+    """The peak memory of several seeds or parts: the largest, or None when any is unknown (kept by a version
+    that did not record it) or there are none."""
+    return None if not peaks or None in peaks else max(peaks)
+
+
 def _train_unit(method, cfg, ctx: RunContext) -> dict[str, Any]:
     """Seed everything, run the method for ``ctx.seed`` (or one part of it), check its metrics; the result as
     the runner keeps it: seed, part, seconds, peak memory, metrics, curves and the files it wrote."""
@@ -631,9 +637,8 @@ def _merge_parts(key: str, seed: int, outs: list[dict]) -> dict[str, float]:
 
 def _add_seed(key: str, seed: int, outs: list[dict], per_seed: list[dict], curves: list) -> None:
     """Append one seed, made of its results ``outs`` (the whole seed, or its parts in declared order)."""
-    peaks = [o.get("peak_memory_mb") for o in outs]  # None: kept by a version that did not record it
     per_seed.append({"seed": seed, "seconds": round(sum(o["seconds"] for o in outs), 3),
-                     "peak_memory_mb": None if None in peaks else max(peaks),
+                     "peak_memory_mb": largest_peak([o.get("peak_memory_mb") for o in outs]),
                      "metrics": _merge_parts(key, seed, outs)})
     for o in outs:
         curves += [tuple(c) for c in o["curves"]]

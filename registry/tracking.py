@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .report import read_json_object
-from .runner import atomic_write_text, is_run_record, read_curves_csv, results_dir, run_dir
+from .runner import atomic_write_text, is_run_record, largest_peak, read_curves_csv, results_dir, run_dir
 
 MAX_CURVE_POINTS = 500  # per (seed, metric) series sent to MLflow; curves.csv (an artifact) keeps every point
 BATCH_METRICS = 1000  # MLflow's per-call limits
@@ -173,9 +173,9 @@ def log_run(root: Path, paper: str, profile: str, title: str | None = None) -> s
                 mean = sum(vals) / len(vals)
                 summary.append((f"{k}.std", math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)), 0))
         summary.append(("wall_seconds", float(record["seconds"]), 0))
-        peaks = [e.get("peak_memory_mb") for e in record["per_seed"]]
-        if peaks and None not in peaks:  # results of a version that did not record it have none
-            summary.append(("peak_memory_mb", float(max(peaks)), 0))
+        peak = largest_peak([e.get("peak_memory_mb") for e in record["per_seed"]])
+        if peak is not None:
+            summary.append(("peak_memory_mb", float(peak), 0))
         log_batch(client, pid, metrics=summary, params=params)
         for entry in record["per_seed"]:
             seed = entry["seed"]

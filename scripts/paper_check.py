@@ -41,6 +41,7 @@ for _p in (REPO, HERE):  # the registry, and device_check (run_registry)
 
 from device_check import _tail, run_registry  # noqa: E402
 from registry import manifest as mf  # noqa: E402  (no torch: the registry's own merge)
+from registry.runner import largest_peak  # noqa: E402
 
 PROFILE = "paper-check"
 
@@ -92,7 +93,7 @@ def budget_of(raw: dict[str, Any], full_batch: bool = False) -> dict[str, dict[s
 
 def derive_profile(raw: dict[str, Any], full_batch: bool = False) -> dict[str, Any]:
     """The `paper-check` profile: the `paper` profile with the budget overrides and its first seed only."""
-    paper = copy.deepcopy(raw["profiles"]["paper"])
+    paper = raw["profiles"]["paper"]
     prof = mf.deep_merge(paper, {sec: vals for sec, vals in budget_of(raw, full_batch).items() if vals})
     seeds = (paper.get("train") or {}).get("seeds") or (raw.get("train") or {}).get("seeds") or [0]
     prof.setdefault("train", {})["seeds"] = [seeds[0]]
@@ -164,9 +165,8 @@ def check_one(root: Path, paper: str, device: str, threads: int | None, timeout:
     if out["rc"] != 0 or record is None:
         problems.append(f"the run did not finish (rc {out['rc']}): {_tail(text)}")
     else:
-        peaks = [s.get("peak_memory_mb") for s in record["per_seed"]]
         out.update(device=record["device"], train_s=record["seconds"],
-                   peak_memory_mb=None if None in peaks or not peaks else max(peaks))
+                   peak_memory_mb=largest_peak([s.get("peak_memory_mb") for s in record["per_seed"]]))
         if record["device"] != device:
             problems.append(f"ran on {record['device']}, not {device}")
         for s in record["per_seed"]:
@@ -224,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     implemented = sorted(k for k, m in manifests.items() if m.status == "implemented")
     papers = [p for p in (args.papers or "").split(",") if p] or implemented
-    unknown = [p for p in papers + [p for p in args.exclude.split(",") if p] if p not in implemented]
+    excluded = {p for p in args.exclude.split(",") if p}
+    unknown = [p for p in papers + sorted(excluded) if p not in implemented]
     if unknown:
         print(f"error: not an implemented paper: {', '.join(unknown)}", file=sys.stderr)
         return 2
-    papers = [p for p in papers if p not in set(args.exclude.split(","))]
+    papers = [p for p in papers if p not in excluded]
 
     import torch
 

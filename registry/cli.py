@@ -152,7 +152,7 @@ def show(paper: str, profile: str | None) -> None:
         for prof, v in verdicts.items():
             row = next((r for r in v.get("claims", []) if r["id"] == c.id), None)
             if row:
-                click.echo(f"      {prof}: {row['verdict']}"
+                click.echo(f"      {prof}: {row['verdict']}" + (" (within seed noise)" if row.get("within_noise") else "")
                            + (" (stale: it judged an earlier run; `registry verify` again)" if v.get("stale") else ""))
     unreadable = [p for p, v in verdicts.items() if v.get("unreadable")]
     if unreadable:

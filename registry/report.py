@@ -68,7 +68,9 @@ def verdict_cell(v: Mapping[str, Any] | None) -> str:
     if v["verdict"] == "no-claims":
         return "ran"
     setup = v.get("setup_checks")
+    noisy = v.get("within_noise")
     return f"{v['verdict']} {v['passed']}/{v['total']}" + (
+        f" ({noisy} within noise)" if isinstance(noisy, int) and noisy > 0 else "") + (
         f" (setup {setup['passed']}/{setup['total']})" if isinstance(setup, dict) else "")
 
 

@@ -251,6 +251,10 @@ def log_verification(root: Path, paper: str, profile: str, result: dict[str, Any
     if setup:
         tags["setup_checks_passed"] = f"{setup['passed']}/{setup['total']}"
         metrics += [("setup_checks_passed", float(setup["passed"]), 0), ("setup_checks_total", float(setup["total"]), 0)]
+    noisy = [row["id"] for row in result["claims"] if row.get("within_noise")]
+    metrics.append(("claims_within_noise", float(len(noisy)), 0))
+    if noisy:
+        tags["claims_within_noise"] = ",".join(noisy)[:5000]
     for row in result["claims"]:
         tags[f"claim.{row['id']}"] = row["verdict"]
     log_batch(client, pid, tags=tags, metrics=metrics)

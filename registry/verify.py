@@ -15,6 +15,12 @@ are judged (a paper protocol such as "mean over the runs that fit the training r
 ``min_seeds`` such seeds is a ``fail``. A missing or non-finite metric is an ``error`` verdict, which
 counts as failing: this includes a non-finite value of the ``seeds_where`` metric (the seed can be
 neither selected nor dropped) and a non-finite value among the selected seeds, however few they are.
+
+Seed noise. For a claim on the mean over two or more seeds the row also says whether the verdict is
+``within_noise``: whether the 95% t-interval of the mean holds values on both sides of the decision boundary
+(above, ``T - w`` for ``>=``). Such a verdict stands as judged (thresholds never move), but more seeds could
+turn it over; the tables mark it and the summary line counts it. Claims on the median, min or max over seeds
+carry no such flag.
 """
 from __future__ import annotations
 
@@ -146,17 +152,30 @@ def judge(claim: Claim, per_seed: Sequence[Mapping[str, float]]) -> dict[str, An
     row["measured"] = s.as_dict()
     row["value"] = value
     row["verdict"] = "pass" if compare(value, claim.compare, threshold, width) else "fail"
+    if claim.statistic == "mean" and math.isfinite(s.ci95):
+        row["within_noise"] = ci_crosses(s.mean, s.ci95, claim.compare, threshold, width)
     return row
+
+
+def ci_crosses(mean: float, ci95: float, compare_op: str, threshold: float, width: float) -> bool:
+    """Whether the 95% t-interval of the mean, ``[mean - ci95, mean + ci95]``, holds values that pass and values
+    that fail (by ``compare`` with the same threshold and width): the verdict on the mean is then within the
+    seeds' noise, and more seeds could turn it over. Boundaries count the way ``compare`` counts them."""
+    lo, hi = mean - ci95, mean + ci95
+    return compare(lo, compare_op, threshold, width) != compare(hi, compare_op, threshold, width) or (
+        compare_op == "within" and lo < threshold - width and hi > threshold + width)
 
 
 def verify(manifest: Manifest, profile: str, per_seed: Sequence[Mapping[str, float]]) -> dict[str, Any]:
     """Judge every checked claim of ``profile``. ``passed``/``failed``/``errors``/``total`` count the claims
     about the paper's results; ``kind: setup`` checks (no trained model enters them) are counted apart in
-    ``setup_checks``, and the verdict is ``pass`` only when every claim and every setup check passes."""
+    ``setup_checks``, and the verdict is ``pass`` only when every claim and every setup check passes.
+    ``within_noise`` counts the verdicts, setup checks included, that the seeds' noise could turn over."""
     rows = [judge(c, per_seed) for c in manifest.claims if c.checked and profile in c.profiles]
     claims = [r for r in rows if r["kind"] != "setup"]
     setup = [r for r in rows if r["kind"] == "setup"]
     passed = sum(r["verdict"] == "pass" for r in claims)
+    noisy = sum(bool(r.get("within_noise")) for r in rows)
     failed = sum(r["verdict"] == "fail" for r in claims)
     errors = sum(r["verdict"] == "error" for r in claims)
     setup_passed = sum(r["verdict"] == "pass" for r in setup)
@@ -167,7 +186,7 @@ def verify(manifest: Manifest, profile: str, per_seed: Sequence[Mapping[str, flo
     out = {
         "paper": manifest.id, "profile": profile, "verdict": verdict,
         "passed": passed, "failed": failed, "errors": errors, "total": len(claims),
-        "claims": rows, "metrics": metrics,
+        "within_noise": noisy, "claims": rows, "metrics": metrics,
         "skipped": [c.id for c in manifest.claims if c.checked and profile not in c.profiles],
     }
     if setup:
@@ -212,6 +231,8 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
             measured += f" ({stat})"
         measured += f" [n={m['n']}" + (f" of {row['selected']['of']}" if row.get("selected") else "") + "]"
     verdict = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}[row["verdict"]]
+    if row.get("within_noise"):
+        verdict += " (within noise)"
     return [row["id"], row["kind"], quantity, reported, target, measured, verdict]
 
 
@@ -231,6 +252,8 @@ def render_text(result: Mapping[str, Any]) -> str:
             lines.append(f"  {r['id']}: {r.get('error') or r['note']}")
     if result.get("seeds_note"):
         lines.append(f"note: {result['seeds_note']}")
+    if any(r.get("within_noise") for r in result["claims"]):
+        lines.append(f"note: {NOISE_LEGEND}")
     lines.append(summary_line(result))
     return "\n".join(lines)
 
@@ -239,9 +262,15 @@ def summary_line(result: Mapping[str, Any]) -> str:
     if result["verdict"] == "no-claims":
         return f"verdict: no claims are checked at profile {result['profile']!r}"
     setup = result.get("setup_checks")
+    noisy = result.get("within_noise") or 0
     return (f"verdict: {result['verdict'].upper()} ({result['passed']}/{result['total']} claims passed"
             + (f", {result['errors']} errors" if result["errors"] else "")
+            + (f"; {noisy} {'verdict' if noisy == 1 else 'verdicts'} within seed noise" if noisy else "")
             + (f"; {setup['passed']}/{setup['total']} setup checks passed" if setup else "") + ")")
+
+
+NOISE_LEGEND = ("within noise: the 95% interval of the mean over seeds reaches across the check's threshold; "
+                "the verdict stands as judged, but more seeds could turn it over")
 
 
 def render_markdown(result: Mapping[str, Any]) -> str:
@@ -251,6 +280,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
     out += ["", f"**{summary_line(result)}**", ""] + ([f"Note: {result['seeds_note']}.", ""]
                                                     if result.get("seeds_note") else [])
+    if any(r.get("within_noise") for r in result["claims"]):
+        out += [f"Note: {NOISE_LEGEND}.", ""]
     for r in result["claims"]:
         out.append(f"- **{r['id']}** ({r['source']}): {r['statement']} — tolerance: {r['tolerance_rationale']}"
                    + (f" — judged on {r['selected']['condition']}" if r.get("selected") else "")

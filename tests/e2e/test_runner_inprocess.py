@@ -237,7 +237,9 @@ def test_verify_refuses_results_trained_with_another_config(root: Path) -> None:
     assert not (root / "results" / "zz-e2e" / "cpu" / "verification.json").exists()
     path.write_text(path.read_text().replace("steps: 4}", "steps: 3}"))  # only the claim's rationale differs now
     res = runner_.invoke(cli, ["verify", "zz-e2e", "--profile", "cpu", "--no-track"])
-    assert res.exit_code == 0 and "verdict: PASS" in res.output and "note:" not in res.output, res.output
+    assert res.exit_code == 0 and "verdict: PASS" in res.output, res.output
+    assert "judged on the seeds" not in res.output and "seeds_note" not in json.loads(
+        (root / "results" / "zz-e2e" / "cpu" / "verification.json").read_text())
 
 
 def test_verify_of_a_run_of_some_seeds_says_so(root: Path) -> None:
@@ -674,14 +676,15 @@ def test_training_again_drops_the_old_verification_and_reports_mark_a_stale_one(
     ver = json.loads((rdir / "verification.json").read_text())
     meta = json.loads((rdir / "run" / "metrics.json").read_text())
     assert ver["run_finished_at"] == meta["finished_at"]
-    assert report.verdict_cell(report.latest_verifications(root, "zz-e2e")["cpu"]) == "pass 1/1"
+    # the test method's score 1.01 ± 0.025 over 3 seeds against >= 1: a pass within seed noise
+    assert report.verdict_cell(report.latest_verifications(root, "zz-e2e")["cpu"]) == "pass 1/1 (1 within noise)"
     assert runner_cli.invoke(cli, ["train", "zz-e2e", "--profile", "cpu", "--no-track", "-q"]).exit_code == 0
     assert not (rdir / "verification.json").exists() and not (rdir / "verification.md").exists()
     ver["run_finished_at"] = "2000-01-01T00:00:00Z"  # e.g. written by an older registry, or copied in
     (rdir / "verification.json").write_text(json.dumps(ver))
     assert report.verdict_cell(report.latest_verifications(root, "zz-e2e")["cpu"]) == "stale (re-verify)"
     shown = runner_cli.invoke(cli, ["show", "zz-e2e"]).output
-    assert "cpu: pass (stale" in shown
+    assert "cpu: pass (within seed noise) (stale" in shown
 
 
 def test_ctrl_c_exits_130_and_usage_errors_keep_their_codes(root: Path, monkeypatch: pytest.MonkeyPatch,

@@ -313,6 +313,21 @@ def test_setup_checks_are_logged_apart_from_the_claims(store):
     assert (tags["verdict"], tags["claims_passed"], tags["setup_checks_passed"]) == ("fail", "1/1", "0/1")
     assert (metrics["claims_total"], metrics["setup_checks_passed"], metrics["setup_checks_total"]) == (1.0, 0.0, 1.0)
     assert tags["claim.s1"] == "fail"
+    assert metrics["claims_within_noise"] == 0.0 and "claims_within_noise" not in tags
+
+
+def test_verdicts_within_seed_noise_are_counted_and_named(store):
+    fake_run(store, "p")
+    result = write_verification(store, "p")
+    result["claims"][0]["within_noise"] = True
+    result["claims"].append({"id": "c2", "kind": "scaled", "verdict": "fail", "within_noise": True})
+    result["claims"].append({"id": "c3", "kind": "scaled", "verdict": "pass", "within_noise": False})
+    (store / "results" / "p" / "smoke" / "verification.json").write_text(json.dumps(result))
+    assert sync(store).exit_code == 0
+    (parent,), _ = runs(store, "p")
+    assert parent.data.metrics["claims_within_noise"] == 2.0
+    assert parent.data.tags["claims_within_noise"] == f"{result['claims'][0]['id']},c2"
+    assert parent.data.tags["claim.c2"] == "fail" and parent.data.tags["claim.c3"] == "pass"  # verdicts as judged
 
 
 # --- importing registry.tracking stays cheap -------------------------------------------------------------------

@@ -249,11 +249,11 @@ def test_show_ignores_verdicts_of_profiles_the_manifest_no_longer_defines(tmp_pa
         d.mkdir(parents=True)
         (d / "verification.json").write_text(json.dumps(
             {"verdict": verdict.upper(), "passed": int(verdict == "pass"), "total": 1,
-             "claims": [{"id": "acc-high", "verdict": verdict}]}))
+             "claims": [{"id": "acc-high", "verdict": verdict, "within_noise": prof == "cpu"}]}))
     show = drive(root, [["show", "zz-impl-a"]], test_method=True)["results"][0]
     assert show["code"] == 0, show["output"]
     claims = show["output"].split("\nclaims (", 1)[1]
-    assert "      cpu: fail" in claims and "cpu-gone: pass" not in claims
+    assert "      cpu: fail (within seed noise)\n" in claims and "cpu-gone: pass" not in claims
     assert "no longer defines: cpu-gone" in show["output"]
 
 

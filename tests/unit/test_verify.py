@@ -273,9 +273,10 @@ def test_renderers_show_verdicts():
     m = manifest([claim(">=", 1.0, cid="a"), claim("<=", 0.0, cid="b")])
     r = V.verify(m, "cpu", [{"m": 2.0}, {"m": 2.5}])
     text = V.render_text(r)
-    assert "PASS" in text and "FAIL" in text and "verdict: FAIL (1/2 claims passed)" in text
+    # two seeds: t(1) = 12.706 makes the interval [-0.93, 5.43], across both thresholds
+    assert "PASS" in text and "FAIL" in text and "verdict: FAIL (1/2 claims passed; 2 verdicts within seed noise)" in text
     md = V.render_markdown(r)
-    assert md.count("\n| a |") == 1 and "**verdict: FAIL (1/2 claims passed)**" in md
+    assert md.count("\n| a |") == 1 and "**verdict: FAIL (1/2 claims passed; 2 verdicts within seed noise)**" in md
     r = V.verify(m, "cpu", [{"m": float("nan")}])
     assert "ERROR" in V.render_text(r) and "non-finite" in V.render_text(r)
 
@@ -287,12 +288,12 @@ def test_setup_checks_are_counted_apart_and_a_failing_one_fails_the_verdict():
     r = V.verify(m, "cpu", [{"m": 2.0, "b": 1.0}, {"m": 3.0, "b": 1.0}])
     assert (r["verdict"], r["passed"], r["failed"], r["total"]) == ("pass", 1, 0, 1)
     assert r["setup_checks"] == {"passed": 1, "total": 1} and [c["kind"] for c in r["claims"]] == ["scaled", "setup"]
-    assert "verdict: PASS (1/1 claims passed; 1/1 setup checks passed)" in V.render_text(r)
+    assert "verdict: PASS (1/1 claims passed; 1 verdict within seed noise; 1/1 setup checks passed)" in V.render_text(r)
 
     r = V.verify(m, "cpu", [{"m": 2.0, "b": -1.0}, {"m": 3.0, "b": -1.0}])  # the setup check fails
     assert (r["verdict"], r["passed"], r["failed"], r["total"]) == ("fail", 1, 0, 1)
     assert r["setup_checks"] == {"passed": 0, "total": 1}
-    assert "verdict: FAIL (1/1 claims passed; 0/1 setup checks passed)" in V.render_markdown(r)
+    assert "verdict: FAIL (1/1 claims passed; 1 verdict within seed noise; 0/1 setup checks passed)" in V.render_markdown(r)
 
     r = V.verify(m, "cpu", [{"m": 2.0}, {"m": 3.0}])  # its metric missing: an error, which fails too
     assert r["verdict"] == "fail" and r["errors"] == 0 and r["setup_checks"] == {"passed": 0, "total": 1}
@@ -326,3 +327,62 @@ def test_report_cell_shows_setup_checks_apart():
     assert verdict_cell({"verdict": "pass", "passed": 7, "total": 7}) == "pass 7/7"
     assert verdict_cell({"verdict": "fail", "passed": 7, "total": 7,
                          "setup_checks": {"passed": 0, "total": 1}}) == "fail 7/7 (setup 0/1)"
+
+
+# --------------------------------------------------------------------------- seed noise
+
+@pytest.mark.parametrize("mean,ci,op,thr,w,crosses", [
+    (2.0, 0.5, ">=", 1.0, 0.0, False),     # [1.5, 2.5] all passes
+    (2.0, 1.5, ">=", 1.0, 0.0, True),      # [0.5, 3.5]: a pass judged within noise
+    (0.5, 1.0, ">=", 1.0, 0.0, True),      # a fail that more seeds could turn over
+    (0.0, 0.5, ">=", 1.0, 0.0, False),     # a clear fail
+    (1.5, 0.5, ">=", 1.0, 0.0, False),     # lower end exactly at the boundary counts as passing, like compare
+    (1.8, 0.2, ">=", 2.0, 0.5, False),     # [1.6, 2.0]: clear of T - w = 1.5 (it would cross T itself)
+    (1.8, 0.4, ">=", 2.0, 0.5, True),      # [1.4, 2.2] across T - w
+    (1.0, 0.25, "<=", 1.0, 0.5, False),    # [0.75, 1.25] <= 1.5
+    (1.25, 0.5, "<=", 1.0, 0.5, True),     # [0.75, 1.75] across 1.5
+    (1.0, 0.1, "within", 1.0, 0.2, False), # inside the band
+    (1.0, 0.3, "within", 1.0, 0.2, True),  # the interval holds the band: crosses both edges
+    (1.5, 0.2, "within", 1.0, 0.2, False), # entirely above the band: a clear fail
+    (1.3, 0.2, "within", 1.0, 0.2, True),  # across the upper edge
+])
+def test_ci_crosses(mean, ci, op, thr, w, crosses):
+    assert V.ci_crosses(mean, ci, op, thr, w) is crosses
+
+
+def test_judge_flags_a_mean_verdict_within_noise_and_leaves_it_standing():
+    c = claim(">=", target=1.0)
+    row = V.judge(c, seeds(0.9, 1.5, 2.1))           # mean 1.5, ci 2.776 * 0.6 / sqrt(3) = 1.49: reaches below 1
+    assert row["verdict"] == "pass" and row["within_noise"] is True
+    row = V.judge(c, seeds(1.9, 2.0, 2.1))           # ci 0.25: clear
+    assert row["verdict"] == "pass" and row["within_noise"] is False
+    row = V.judge(c, seeds(0.0, 0.5, 1.3))           # mean 0.6 fails; ci 1.63 reaches above 1
+    assert row["verdict"] == "fail" and row["within_noise"] is True
+    row = V.judge(claim(">=", target=0.5, baseline="b"),  # paired differences 1.0, 1.1, 1.2: clear, though
+                  [{"m": 1.0, "b": 0.0}, {"m": 5.1, "b": 4.0}, {"m": 9.2, "b": 8.0}])  # m alone varies widely
+    assert row["verdict"] == "pass" and row["within_noise"] is False
+
+
+@pytest.mark.parametrize("statistic", ["median", "min", "max"])
+def test_no_noise_flag_off_the_mean_or_for_one_seed(statistic):
+    assert "within_noise" not in V.judge(claim(">=", target=1.0, statistic=statistic), seeds(0.9, 1.5, 2.1))
+    assert "within_noise" not in V.judge(claim(">=", target=1.0), seeds(1.5))
+    assert "within_noise" not in V.judge(claim(">=", target=1.0), seeds(1.5, float("nan")))  # an error verdict
+
+
+def test_noise_is_counted_and_shown_by_every_renderer():
+    from registry.report import verdict_cell
+
+    m = manifest([claim(">=", 1.0, cid="a"), claim("<=", 3.0, cid="b"), claim(">=", 0.0, cid="c", kind="setup")])
+    r = V.verify(m, "cpu", seeds(0.9, 1.5, 2.1))     # a: within noise; b: clear pass (ci reaches 2.99); c: clear
+    assert [row.get("within_noise") for row in r["claims"]] == [True, False, False] and r["within_noise"] == 1
+    text, md = V.render_text(r), V.render_markdown(r)
+    assert "verdict: PASS (2/2 claims passed; 1 verdict within seed noise; 1/1 setup checks passed)" in text
+    assert "PASS (within noise)" in text and "note: within noise: the 95% interval" in text
+    assert "| a | scaled | m | - | >= 1 | 1.5 ± 1.491 [n=3] | PASS (within noise) |" in md
+    assert "| b | scaled | m | - | <= 3 | 1.5 ± 1.491 [n=3] | PASS |" in md and md.count("(within noise)") == 1 and "Note: within noise:" in md
+    assert verdict_cell(r) == "pass 2/2 (1 within noise) (setup 1/1)"
+    clear = V.verify(m, "cpu", seeds(1.9, 2.0, 2.1))
+    assert clear["within_noise"] == 0 and "noise" not in V.render_text(clear) + V.render_markdown(clear)
+    assert verdict_cell(clear) == "pass 2/2 (setup 1/1)"
+    assert verdict_cell({"verdict": "fail", "passed": 1, "total": 2}) == "fail 1/2"  # written before the count existed

@@ -18,7 +18,7 @@ neither selected nor dropped) and a non-finite value among the selected seeds, h
 
 Seed noise. For a claim on the mean over two or more seeds the row also says whether the verdict is
 ``within_noise``: whether the 95% t-interval of the mean holds values on both sides of the decision boundary
-(above, ``T - w`` for ``>=``). Such a verdict stands as judged (thresholds never move), but more seeds could
+(``T - w`` for ``>=``, as above). Such a verdict stands as judged (thresholds never move), but more seeds could
 turn it over; the tables mark it and the summary line counts it. Claims on the median, min or max over seeds
 carry no such flag.
 """

@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""Run every paper's `paper` profile at the paper's shapes for a few steps, to catch what would break it.
+"""Run every paper-level profile at the paper's shapes for a few steps, to catch what would break it.
 
 A `paper` profile is the paper's own setup, meant for a GPU, and can train for hours before its evaluation
-runs. This check trains each implemented paper (or those named with --papers) once, at a derived profile
-`paper-check`: the `paper` profile with only its *budget* changed (step counts, batch sizes, numbers of
-evaluation samples, logging intervals, the first seed only), every width, depth, head count, vocabulary,
-sequence and evaluation length kept. It runs `registry train <id> --profile paper-check` in a scratch copy of
-the checkout and reports per paper whether the run finished, on which device, in how long, and whether
-every metric that a `paper`-profile claim checks (its metric, baseline and `seeds_where` metric) came out,
-finite, and its peak memory. It says nothing about whether the claims would pass. With --full-batch the
-paper's batch sizes stay too: on a GPU, whether its training and evaluation steps fit in memory.
+runs; so can the supplementary paper-level profiles some papers add (`paper-<name>`, e.g. position-coupling's
+`paper-multiplication`). This check trains each implemented paper (or those named with --papers) once per
+paper-level profile (or those named with --profiles), at a derived profile `<profile>-check` (`paper-check`,
+`paper-multiplication-check`, ...): that profile with only its *budget* changed (step counts, batch sizes,
+numbers of evaluation samples, logging intervals, the first seed only), every width, depth, head count,
+vocabulary, sequence and evaluation length kept. It runs `registry train <id> --profile <profile>-check` in a
+scratch copy of the checkout and reports per paper and profile whether the run finished, on which device, in
+how long, and whether every metric that a claim of that profile checks (its metric, baseline and
+`seeds_where` metric) came out, finite, and its peak memory. It says nothing about whether the claims would
+pass. With --full-batch the profile's batch sizes stay too: on a GPU, whether its training and evaluation
+steps fit in memory.
 
 The budget of a paper is its entry in BUDGETS below, else the budget keys (BUDGET_KEYS) of its `smoke`
 profile. Writes DIR/paper_check.md, DIR/paper_check.json and DIR/paper_check.log (DIR: --out, else $OUT,
@@ -43,7 +46,8 @@ from device_check import _tail, run_registry  # noqa: E402
 from registry import manifest as mf  # noqa: E402  (no torch: the registry's own merge)
 from registry.runner import largest_peak  # noqa: E402
 
-PROFILE = "paper-check"
+PROFILE = "paper-check"  # the derived profile of `paper`; `paper-<name>` gets `paper-<name>-check`
+SUFFIX = "-check"
 
 # Config keys that set how much work a run does, never what is computed: the only keys the check changes.
 BUDGET_KEYS = frozenset({
@@ -91,13 +95,24 @@ def budget_of(raw: dict[str, Any], full_batch: bool = False) -> dict[str, dict[s
     return {sec: {k: v for k, v in vals.items() if keep(k)} for sec, vals in budget.items()}
 
 
-def derive_profile(raw: dict[str, Any], full_batch: bool = False) -> dict[str, Any]:
-    """The `paper-check` profile: the `paper` profile with the budget overrides and its first seed only."""
-    paper = raw["profiles"]["paper"]
-    prof = mf.deep_merge(paper, {sec: vals for sec, vals in budget_of(raw, full_batch).items() if vals})
-    seeds = (paper.get("train") or {}).get("seeds") or (raw.get("train") or {}).get("seeds") or [0]
+def paper_profiles(raw: dict[str, Any]) -> list[str]:
+    """A manifest's paper-level profiles: `paper`, then each `paper-<name>` in file order (not derived ones)."""
+    names = list(raw.get("profiles") or {})
+    return [n for n in names if n == "paper" or (n.startswith("paper-") and not n.endswith(SUFFIX))]
+
+
+def check_name(source: str) -> str:
+    """The derived profile that checks ``source``: `paper` -> `paper-check`."""
+    return source + SUFFIX
+
+
+def derive_profile(raw: dict[str, Any], full_batch: bool = False, source: str = "paper") -> dict[str, Any]:
+    """The `<source>-check` profile: the ``source`` profile with the budget overrides and its first seed only."""
+    base = raw["profiles"][source]
+    prof = mf.deep_merge(base, {sec: vals for sec, vals in budget_of(raw, full_batch).items() if vals})
+    seeds = (base.get("train") or {}).get("seeds") or (raw.get("train") or {}).get("seeds") or [0]
     prof.setdefault("train", {})["seeds"] = [seeds[0]]
-    prof["description"] = ("Derived by scripts/paper_check.py: the paper profile at a few steps, its widths, "
+    prof["description"] = (f"Derived by scripts/paper_check.py: the {source} profile at a few steps, its widths, "
                            "depths and lengths kept.")
     prof.pop("jobs", None)
     return prof
@@ -111,11 +126,11 @@ def differing_paths(a: Any, b: Any, path: tuple[str, ...] = ()) -> list[tuple[st
     return [] if a == b else [path]
 
 
-def required_metrics(manifest) -> dict[str, list[str]]:
-    """Metric -> the `paper`-profile claims that need it (as metric, baseline or seeds_where metric)."""
+def required_metrics(manifest, profile: str = "paper") -> dict[str, list[str]]:
+    """Metric -> the claims of ``profile`` that need it (as metric, baseline or seeds_where metric)."""
     need: dict[str, list[str]] = {}
     for c in manifest.claims:
-        if not c.checked or "paper" not in c.profiles:
+        if not c.checked or profile not in c.profiles:
             continue
         for name in (c.metric, c.baseline, c.seeds_where.metric if c.seeds_where else None):
             if name:
@@ -134,32 +149,40 @@ def metric_problems(need: dict[str, list[str]], metrics: dict[str, Any]) -> list
     return out
 
 
-def prepare(root: Path, papers: list[str], dest: Path, full_batch: bool = False) -> None:
-    """A scratch registry at ``dest``: the checkout's manifests and methods, with a `paper-check` profile
-    added to each paper checked."""
+def prepare(root: Path, papers: list[str], dest: Path, full_batch: bool = False,
+            sources: list[str] | None = None) -> dict[str, list[str]]:
+    """A scratch registry at ``dest``: the checkout's manifests and methods, with a `<profile>-check` profile
+    added to each paper checked for each of its paper-level profiles (only those in ``sources`` when given).
+    Returns paper -> the paper-level profiles it got a check profile for."""
     import yaml
 
     shutil.copy(root / "pyproject.toml", dest)
     shutil.copytree(root / "manifests", dest / "manifests")
     if (root / "methods").is_dir():
         shutil.copytree(root / "methods", dest / "methods", ignore=shutil.ignore_patterns("__pycache__"))
+    checked: dict[str, list[str]] = {}
     for paper in papers:
         path = dest / "manifests" / f"{paper}.yaml"
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        raw["profiles"][PROFILE] = derive_profile(raw, full_batch)
+        checked[paper] = [s for s in paper_profiles(raw) if sources is None or s in sources]
+        for source in checked[paper]:
+            raw["profiles"][check_name(source)] = derive_profile(raw, full_batch, source)
         path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
+    return checked
 
 
 def check_one(root: Path, paper: str, device: str, threads: int | None, timeout: float,
-              need: dict[str, list[str]]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "registry.cli", "train", paper, "--profile", PROFILE, "--device", device,
+              need: dict[str, list[str]], source: str = "paper") -> dict[str, Any]:
+    """Train ``paper`` at ``<source>-check`` in the prepared registry ``root`` and check what came out."""
+    profile = check_name(source)
+    cmd = [sys.executable, "-m", "registry.cli", "train", paper, "--profile", profile, "--device", device,
            "--no-track", "--quiet", "--fresh"] + (["--threads", str(threads)] if threads else [])
-    out: dict[str, Any] = {"paper": paper, "device_requested": device}
+    out: dict[str, Any] = {"paper": paper, "profile": source, "device_requested": device}
     out["rc"], text, out["wall_s"] = run_registry(root, cmd, timeout)
     out["log"] = text
     problems: list[str] = []
     try:
-        record = json.loads((root / "results" / paper / PROFILE / "run" / "metrics.json").read_text())
+        record = json.loads((root / "results" / paper / profile / "run" / "metrics.json").read_text())
     except (OSError, ValueError):
         record = None
     if out["rc"] != 0 or record is None:
@@ -182,15 +205,16 @@ def render(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
     lines = [f"# Paper-profile check ({header['device']})", "",
              f"{header['when']} · torch {header['torch']} · {header['device_name']} · "
              f"{header['wall_s']:.0f} s in all", "",
-             "The `paper` profile of each paper at a few steps (widths, depths and lengths kept): whether it runs "
-             "and produces every metric its paper-profile claims check. Not a reproduction.", "",
+             "Each paper-level profile (`paper`, `paper-<name>`) of each paper at a few steps (widths, depths "
+             "and lengths kept): whether it runs and produces every metric its claims check. Not a "
+             "reproduction.", "",
              f"Batch sizes: {batches}. Peak memory: "
              "CUDA memory torch allocated, or on CPU the training process's peak resident set.", "",
-             "| paper | finished | device | claim metrics | wall s | peak MiB | problems |",
-             "|---|---|---|---|---|---|---|"]
+             "| paper | profile | finished | device | claim metrics | wall s | peak MiB | problems |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         probs = "; ".join(r.get("problems") or []) or "-"
-        lines.append(f"| {r['paper']} | {'yes' if r.get('ok') else 'NO'} | {r.get('device', '-')} | "
+        lines.append(f"| {r['paper']} | {r['profile']} | {'yes' if r.get('ok') else 'NO'} | {r.get('device', '-')} | "
                      f"{r.get('claim_metrics', '-')} | {r.get('wall_s', '-')} | {r.get('peak_memory_mb') or '-'} | "
                      f"{probs.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
@@ -202,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="Device of papers whose manifest says device: auto (the others run on CPU).")
     ap.add_argument("--papers", help="Comma-separated paper ids (default: every implemented paper).")
     ap.add_argument("--exclude", default="", help="Comma-separated paper ids to leave out.")
-    ap.add_argument("--jobs", type=int, default=1, help="Papers checked at once (default 1).")
+    ap.add_argument("--profiles", help="Comma-separated paper-level profiles to check, e.g. `paper` "
+                    "(default: `paper` and every `paper-<name>` profile of each paper).")
+    ap.add_argument("--jobs", type=int, default=1, help="Runs (paper and profile) checked at once (default 1).")
     ap.add_argument("--threads", type=int, help="torch threads per run (default: 1 on CPU with --jobs > 1).")
     ap.add_argument("--budget-s", type=float, default=3600.0,
                     help="Start no run after this many seconds and stop a running one then (default 3600).")
@@ -230,6 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: not an implemented paper: {', '.join(unknown)}", file=sys.stderr)
         return 2
     papers = [p for p in papers if p not in excluded]
+    sources = [s for s in (args.profiles or "").split(",") if s] or None
+    if sources and [s for s in sources if s != "paper" and not s.startswith("paper-")]:
+        print("error: --profiles takes paper-level profiles (paper, paper-<name>)", file=sys.stderr)
+        return 2
+    missing = [s for s in sources or [] if not any(s in manifests[p].profiles for p in papers)]
+    if missing:
+        print(f"error: no paper checked has the profile(s) {', '.join(missing)}", file=sys.stderr)
+        return 2
 
     import torch
 
@@ -243,21 +277,26 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     deadline = t0 + args.budget_s
     try:
-        prepare(root, papers, scratch, args.full_batch)
+        checked = prepare(root, papers, scratch, args.full_batch, sources)
+        units = [(paper, source) for paper in papers for source in checked[paper]]
 
-        def job(paper: str) -> dict[str, Any]:
+        def job(unit: tuple[str, str]) -> dict[str, Any]:
+            paper, source = unit
             left = deadline - time.perf_counter()
             if left <= 0:
-                return {"paper": paper, "ok": False, "problems": ["not run: the check's budget was spent"]}
+                return {"paper": paper, "profile": source, "ok": False,
+                        "problems": ["not run: the check's budget was spent"]}
             m = manifests[paper]
-            device = args.device if m.hardware.device == "auto" else "cpu"
-            print(f"[paper-check] {paper} on {device} ...", flush=True)
-            r = check_one(scratch, paper, device, threads, left, required_metrics(m))
-            print(f"[paper-check] {paper}: {'ok' if r['ok'] else 'FAILED'} in {r['wall_s']} s", flush=True)
+            wanted = mf.resolve(m, source).device
+            device = args.device if wanted == "auto" else "cpu"
+            print(f"[paper-check] {paper} {source} on {device} ...", flush=True)
+            r = check_one(scratch, paper, device, threads, left, required_metrics(m, source), source)
+            print(f"[paper-check] {paper} {source}: {'ok' if r['ok'] else 'FAILED'} in {r['wall_s']} s",
+                  flush=True)
             return r
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            rows = list(pool.map(job, papers))
+            rows = list(pool.map(job, units))
     finally:
         if args.keep:
             print(f"scratch registry kept: {scratch}")
@@ -266,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     header = {"device": args.device, "full_batch": args.full_batch, "torch": torch.__version__,
               "device_name": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": time.perf_counter() - t0}
-    log = "\n".join(f"===== {r['paper']} (rc {r.get('rc')})\n{r.pop('log', '')}" for r in rows)
+    log = "\n".join(f"===== {r['paper']} {r['profile']} (rc {r.get('rc')})\n{r.pop('log', '')}" for r in rows)
     (out_dir / "paper_check.log").write_text(log, encoding="utf-8")
     (out_dir / "paper_check.json").write_text(json.dumps({"header": header, "runs": rows}, indent=2) + "\n")
     report = render(rows, header)

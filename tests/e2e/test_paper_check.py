@@ -1,6 +1,6 @@
-"""scripts/paper_check.py: every paper's `paper` profile (the GPU setup, never trained here) run for a few steps
-at the paper's shapes on CPU. The derived profile may change only budget keys; a run that breaks or a claim
-metric that does not come out fails the check."""
+"""scripts/paper_check.py: every paper's `paper` profile and supplementary `paper-<name>` profiles (the GPU
+setups, never trained here) run for a few steps at the paper's shapes on CPU. A derived profile may change only
+budget keys; a run that breaks or a claim metric that does not come out fails the check."""
 from __future__ import annotations
 
 import importlib.util
@@ -48,22 +48,36 @@ def test_budgets_name_implemented_papers_and_only_budget_keys() -> None:
 
 
 def test_derived_profiles_validate_and_differ_from_paper_only_in_budget(tmp_path: Path) -> None:
-    """Resolved through the registry (method configs included), the `paper-check` profile of every implemented
-    paper changes nothing but budget keys, and trains one seed."""
+    """Resolved through the registry (method configs included), the `<profile>-check` profile of every
+    paper-level profile of every implemented paper changes nothing but budget keys, and trains one seed."""
     papers = sorted(implemented())
     dest = tmp_path / "reg"
     dest.mkdir()
-    pc.prepare(ROOT, papers, dest)
+    checked = pc.prepare(ROOT, papers, dest)
     manifests, problems = mf.load_all(dest)
     assert not problems, "\n".join(map(str, problems))
+    assert len(checked["position-coupling"]) == 7 and "paper-addition" in checked["rasp-l-length-generalization"]
     for paper in papers:
         m = manifests[paper]
-        paper_cfg, check_cfg = mf.resolve(m, "paper"), mf.resolve(m, pc.PROFILE)
-        assert check_cfg.seeds == paper_cfg.seeds[:1]
-        assert check_cfg.device == paper_cfg.device
-        changed = pc.differing_paths(paper_cfg.method_sections(), check_cfg.method_sections())
-        assert changed, f"{paper}: the check would train the full paper budget"
-        assert all(p[-1] in pc.BUDGET_KEYS for p in changed), f"{paper}: {changed}"
+        assert checked[paper][0] == "paper"
+        for source in checked[paper]:
+            src_cfg, check_cfg = mf.resolve(m, source), mf.resolve(m, pc.check_name(source))
+            assert check_cfg.seeds == src_cfg.seeds[:1]
+            assert check_cfg.device == src_cfg.device
+            changed = pc.differing_paths(src_cfg.method_sections(), check_cfg.method_sections())
+            assert changed, f"{paper} {source}: the check would train the full paper budget"
+            assert all(p[-1] in pc.BUDGET_KEYS for p in changed), f"{paper} {source}: {changed}"
+
+
+def test_paper_level_profiles_are_paper_and_paper_dash_names_only() -> None:
+    raw = {"profiles": {"smoke": {}, "cpu": {}, "cpu-paper": {}, "paper-b": {}, "paper": {}, "paper-a": {},
+                        "paper-check": {}, "paper-a-check": {}, "papers": {}}}
+    assert pc.paper_profiles(raw) == ["paper-b", "paper", "paper-a"]
+    assert pc.check_name("paper") == pc.PROFILE and pc.check_name("paper-a") == "paper-a-check"
+    dest_raw = pc.derive_profile({"id": "x", "train": {"seeds": [5, 6]},
+                                  "profiles": {"smoke": {"train": {"steps": 2}},
+                                               "paper-a": {"train": {"steps": 900, "lr": 0.1}}}}, source="paper-a")
+    assert dest_raw["train"] == {"steps": 2, "lr": 0.1, "seeds": [5]}
 
 
 def test_full_batch_keeps_the_papers_batch_sizes(tmp_path: Path) -> None:
@@ -96,10 +110,15 @@ def test_smoke_budget_is_the_default() -> None:
 
 def test_required_metrics_and_their_problems() -> None:
     m = implemented()["position-coupling"]
+    for profile in ("paper", "paper-multiplication-baselines"):
+        need = pc.required_metrics(m, profile)
+        claims = [c for c in m.claims if c.checked and profile in c.profiles]
+        assert claims and set(need) == {n for c in claims for n in (c.metric, c.baseline,
+                                                                   c.seeds_where.metric if c.seeds_where else None)
+                                        if n}
+    assert pc.required_metrics(m) == pc.required_metrics(m, "paper")
+    assert set(pc.required_metrics(m, "paper-multiplication")).isdisjoint(pc.required_metrics(m))
     need = pc.required_metrics(m)
-    paper_claims = [c for c in m.claims if c.checked and "paper" in c.profiles]
-    assert set(need) == {n for c in paper_claims for n in (c.metric, c.baseline,
-                                                          c.seeds_where.metric if c.seeds_where else None) if n}
     name = next(iter(need))
     assert pc.metric_problems(need, {name: 0.5}) == []
     assert "missing" in pc.metric_problems(need, {})[0]
@@ -128,7 +147,18 @@ def test_every_paper_profile_runs_at_its_shapes(tmp_path: Path) -> None:
                            "--out", str(out)], env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     report = json.loads((out / "paper_check.json").read_text())
-    assert {r["paper"] for r in report["runs"]} == set(implemented()) - set(CI_EXCLUDE)
+    expected = {(p, s) for p, m in implemented().items() if p not in CI_EXCLUDE
+                for s in m.profiles if s == "paper" or s.startswith("paper-")}
+    assert len(expected) > len(implemented()) - len(CI_EXCLUDE)  # the paper-<name> profiles are in
+    assert {(r["paper"], r["profile"]) for r in report["runs"]} == expected
     assert all(r["ok"] and r["device"] == "cpu" and r["claim_metrics"] > 0 for r in report["runs"])
     assert all(r["peak_memory_mb"] > 50 for r in report["runs"])  # the training process's resident peak
     assert (out / "paper_check.md").read_text().count("| yes |") == len(report["runs"])
+
+
+@pytest.mark.parametrize("profiles, message", [("cpu", "paper-level profiles"),
+                                               ("paper-nothing", "no paper checked has the profile")])
+def test_profiles_option_refuses_what_it_cannot_check(profiles: str, message: str) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--profiles", profiles], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr

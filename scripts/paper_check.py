@@ -46,8 +46,8 @@ from device_check import _tail, run_registry  # noqa: E402
 from registry import manifest as mf  # noqa: E402  (no torch: the registry's own merge)
 from registry.runner import largest_peak  # noqa: E402
 
-PROFILE = "paper-check"  # the derived profile of `paper`; `paper-<name>` gets `paper-<name>-check`
-SUFFIX = "-check"
+SUFFIX = "-check"  # the derived profile of `paper` is `paper-check`, of `paper-<name>` `paper-<name>-check`
+PROFILE = "paper" + SUFFIX
 
 # Config keys that set how much work a run does, never what is computed: the only keys the check changes.
 BUDGET_KEYS = frozenset({
@@ -95,10 +95,14 @@ def budget_of(raw: dict[str, Any], full_batch: bool = False) -> dict[str, dict[s
     return {sec: {k: v for k, v in vals.items() if keep(k)} for sec, vals in budget.items()}
 
 
+def is_paper_level(name: str) -> bool:
+    """Whether a profile name is a paper-level one, `paper` or `paper-<name>` (not a derived `-check` one)."""
+    return name == "paper" or (name.startswith("paper-") and not name.endswith(SUFFIX))
+
+
 def paper_profiles(raw: dict[str, Any]) -> list[str]:
-    """A manifest's paper-level profiles: `paper`, then each `paper-<name>` in file order (not derived ones)."""
-    names = list(raw.get("profiles") or {})
-    return [n for n in names if n == "paper" or (n.startswith("paper-") and not n.endswith(SUFFIX))]
+    """A manifest's paper-level profiles in file order."""
+    return [n for n in (raw.get("profiles") or {}) if is_paper_level(n)]
 
 
 def check_name(source: str) -> str:
@@ -257,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     papers = [p for p in papers if p not in excluded]
     sources = [s for s in (args.profiles or "").split(",") if s] or None
-    if sources and [s for s in sources if s != "paper" and not s.startswith("paper-")]:
+    if sources and not all(map(is_paper_level, sources)):
         print("error: --profiles takes paper-level profiles (paper, paper-<name>)", file=sys.stderr)
         return 2
     missing = [s for s in sources or [] if not any(s in manifests[p].profiles for p in papers)]

@@ -426,6 +426,16 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+# scripts/paper_check.py's short GPU check of `paper` is `paper-check`, of `paper-<name>` `paper-<name>-check`
+CHECK_SUFFIX = "-check"
+
+
+def is_paper_level(profile: str) -> bool:
+    """Whether a profile is paper-level (the paper's own setup, meant for a GPU): `paper` or a supplementary
+    `paper-<name>`, but not a derived `<profile>-check` (that setup with a few steps; scripts/paper_check.py)."""
+    return profile == "paper" or (profile.startswith("paper-") and not profile.endswith(CHECK_SUFFIX))
+
+
 @dataclass(frozen=True)
 class Resolved:
     """A manifest at one profile: the method config sections, seeds and device."""

@@ -42,7 +42,7 @@ from typing import Any, Mapping
 
 from . import methods
 from .context import RunContext
-from .manifest import Resolved, content_hash, resolve
+from .manifest import Resolved, content_hash, is_paper_level, resolve
 from .schema import Manifest
 
 PACKAGES = ("torch", "numpy", "pydantic", "pyyaml", "click", "mlflow", "dvc", "scikit-learn", "mnist1d")
@@ -768,9 +768,9 @@ def train(root: Path, manifest: Manifest, manifest_path: Path, profile: str, *, 
     method = methods.get(manifest.method or "")
     cfg = method.config.model_validate(resolved.method_sections())
     dev = pick_device(device or resolved.device)
-    if dev == "cpu" and profile == "paper" and resolved.device != "cpu":  # device: cpu = meant for a CPU
-        est = manifest.hardware.estimated_minutes.get("paper")
-        echo("warning: the 'paper' profile is the paper's own setup, meant for a GPU"
+    if dev == "cpu" and is_paper_level(profile) and resolved.device != "cpu":  # device: cpu = meant for a CPU
+        est = manifest.hardware.estimated_minutes.get(profile)
+        echo(f"warning: the '{profile}' profile is the paper's own setup, meant for a GPU"
              + (f" (~{est:g} min there)" if est is not None else "") + "; running it on CPU will be slow")
     if jobs is None:
         jobs = resolved.jobs or 1

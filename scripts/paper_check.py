@@ -46,7 +46,8 @@ from device_check import _tail, run_registry  # noqa: E402
 from registry import manifest as mf  # noqa: E402  (no torch: the registry's own merge)
 from registry.runner import largest_peak  # noqa: E402
 
-SUFFIX = "-check"  # the derived profile of `paper` is `paper-check`, of `paper-<name>` `paper-<name>-check`
+SUFFIX = mf.CHECK_SUFFIX  # the derived profile of `paper` is `paper-check`, of `paper-<name>` `paper-<name>-check`
+is_paper_level = mf.is_paper_level
 PROFILE = "paper" + SUFFIX
 
 # Config keys that set how much work a run does, never what is computed: the only keys the check changes.
@@ -93,11 +94,6 @@ def budget_of(raw: dict[str, Any], full_batch: bool = False) -> dict[str, dict[s
                   for sec in ("data", "model", "train")}
     keep = (lambda k: not k.endswith("batch_size")) if full_batch else (lambda k: True)
     return {sec: {k: v for k, v in vals.items() if keep(k)} for sec, vals in budget.items()}
-
-
-def is_paper_level(name: str) -> bool:
-    """Whether a profile name is a paper-level one, `paper` or `paper-<name>` (not a derived `-check` one)."""
-    return name == "paper" or (name.startswith("paper-") and not name.endswith(SUFFIX))
 
 
 def paper_profiles(raw: dict[str, Any]) -> list[str]:

@@ -185,6 +185,22 @@ def test_paper_profile_on_cpu_warns_unless_the_manifest_targets_a_cpu(root: Path
     assert not any("meant for a GPU" in s for s in said)
 
 
+def test_supplementary_paper_profiles_on_cpu_warn_but_their_derived_checks_do_not(root: Path) -> None:
+    extra = ("  paper-wide: {description: w}\n  paper-wide-check: {description: wc}\n"
+             "  paperlike: {description: l}\n")
+    write(root, 1.0)
+    path = root / "manifests" / "zz-e2e.yaml"
+    path.write_text(path.read_text().replace("  paper: {description: p}\n", "  paper: {description: p}\n" + extra)
+                    .replace("profiles:\n", "hardware: {estimated_minutes: {paper-wide: 90}}\nprofiles:\n", 1))
+    warned = {}
+    for name in ("paper-wide", "paper-wide-check", "paperlike", "cpu"):
+        said: list[str] = []
+        runner.train(root, mf.load(path), path, name, device="cpu", show_progress=False, echo=said.append)
+        warned[name] = [s for s in said if "meant for a GPU" in s]
+    assert warned["paper-wide"] and "'paper-wide'" in warned["paper-wide"][0] and "~90 min" in warned["paper-wide"][0]
+    assert not warned["paper-wide-check"] and not warned["paperlike"] and not warned["cpu"]
+
+
 def test_run_writes_identity_and_curves(root: Path) -> None:
     path = write(root, 1.0)
     out = runner.train(root, mf.load(path), path, "cpu", show_progress=False, echo=lambda s: None)

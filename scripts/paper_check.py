@@ -46,9 +46,7 @@ from device_check import _tail, run_registry  # noqa: E402
 from registry import manifest as mf  # noqa: E402  (no torch: the registry's own merge)
 from registry.runner import largest_peak  # noqa: E402
 
-SUFFIX = mf.CHECK_SUFFIX  # the derived profile of `paper` is `paper-check`, of `paper-<name>` `paper-<name>-check`
-is_paper_level = mf.is_paper_level
-PROFILE = "paper" + SUFFIX
+PROFILE = "paper" + mf.CHECK_SUFFIX  # the derived profile of `paper`; `paper-<name>` gets `paper-<name>-check`
 
 # Config keys that set how much work a run does, never what is computed: the only keys the check changes.
 BUDGET_KEYS = frozenset({
@@ -98,12 +96,12 @@ def budget_of(raw: dict[str, Any], full_batch: bool = False) -> dict[str, dict[s
 
 def paper_profiles(raw: dict[str, Any]) -> list[str]:
     """A manifest's paper-level profiles in file order."""
-    return [n for n in (raw.get("profiles") or {}) if is_paper_level(n)]
+    return [n for n in (raw.get("profiles") or {}) if mf.is_paper_level(n)]
 
 
 def check_name(source: str) -> str:
     """The derived profile that checks ``source``: `paper` -> `paper-check`."""
-    return source + SUFFIX
+    return source + mf.CHECK_SUFFIX
 
 
 def derive_profile(raw: dict[str, Any], full_batch: bool = False, source: str = "paper") -> dict[str, Any]:
@@ -257,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     papers = [p for p in papers if p not in excluded]
     sources = [s for s in (args.profiles or "").split(",") if s] or None
-    if sources and not all(map(is_paper_level, sources)):
+    if sources and not all(map(mf.is_paper_level, sources)):
         print("error: --profiles takes paper-level profiles (paper, paper-<name>)", file=sys.stderr)
         return 2
     missing = [s for s in sources or [] if not any(s in manifests[p].profiles for p in papers)]

@@ -188,8 +188,7 @@ def test_paper_profile_on_cpu_warns_unless_the_manifest_targets_a_cpu(root: Path
 def test_supplementary_paper_profiles_on_cpu_warn_but_their_derived_checks_do_not(root: Path) -> None:
     extra = ("  paper-wide: {description: w}\n  paper-wide-check: {description: wc}\n"
              "  paperlike: {description: l}\n")
-    write(root, 1.0)
-    path = root / "manifests" / "zz-e2e.yaml"
+    path = write(root, 1.0)
     path.write_text(path.read_text().replace("  paper: {description: p}\n", "  paper: {description: p}\n" + extra)
                     .replace("profiles:\n", "hardware: {estimated_minutes: {paper-wide: 90}}\nprofiles:\n", 1))
     warned = {}
